@@ -1,0 +1,290 @@
+"""The tape: ``Function`` nodes recorded in execution order, and ``backward``.
+
+Each differentiable op is a ``Function`` subclass with ``forward`` and
+``backward`` side by side. Calling ``Op.apply(*tensors)`` runs ``forward`` on
+the raw arrays and, when a gradient is needed, keeps the Function instance as
+a *node*: it holds what ``forward`` saved (arrays, never output tensors), an
+edge to each input's producer, and a sequence number (its place on the tape).
+
+Nodes are reachable only from the tensors they produced, so a graph nobody
+references is freed by reference counting alone. ``backward`` walks the
+reachable nodes in reverse execution order (a heap on the sequence number, so
+no recursion limit) and drops each node's saved arrays and edges as soon as it
+has run, unless ``retain_graph=True``.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+
+from . import profiler
+from . import tensor as _t
+from .errors import GraphError
+
+_grad_enabled = [True]
+_seq = itertools.count()
+
+# Checkpointing hooks: while recomputing, stateful layers must not update
+# their state (BatchNorm running statistics); while a checkpointed function
+# runs without recording, we note whether it touched anything needing grad.
+_recompute_depth = [0]
+_watchers: list = []
+
+
+def is_grad_enabled() -> bool:
+    """True when ops are being recorded on the tape."""
+    return _grad_enabled[-1]
+
+
+def is_recomputing() -> bool:
+    """True while checkpointing re-runs a forward during backward."""
+    return _recompute_depth[0] > 0
+
+
+class _GradMode:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        _grad_enabled.append(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.pop()
+        return False
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with _GradMode(self.enabled):
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+def no_grad():
+    """Context manager (or decorator): ops inside are not recorded and need no memory for backward."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    """Context manager (or decorator): turn recording back on inside a ``no_grad`` block."""
+    return _GradMode(True)
+
+
+class Function:
+    """Base of every op. Subclasses define ``forward(self, *arrays, **kw)`` and ``backward(self, grad)``.
+
+    ``forward`` gets arrays and returns an array (or a tuple of arrays when
+    ``n_outputs > 1``); it calls ``self.save_for_backward(...)`` for what
+    backward needs. ``backward`` gets the gradient of the output (a tuple for
+    several outputs) and returns one gradient per input, ``None`` where
+    ``self.needs_input_grad[i]`` is False. ``flops`` gives the forward cost;
+    ``backward_flops`` defaults to that once per input needing a gradient.
+    """
+
+    n_outputs = 1
+    # Set True by nodes that want to own the incoming gradient (they get the
+    # engine's list and pop it), so no caller frame keeps it alive meanwhile.
+    takes_grad_box = False
+
+    __slots__ = ("saved", "next", "seq", "needs_input_grad", "requires_grad",
+                 "out_meta", "fwd_flops", "freed", "device")
+
+    def __init__(self):
+        self.saved = ()
+        self.requires_grad = False
+        self.freed = False
+
+    # --- to be overridden ---------------------------------------------------
+    def forward(self, *arrays, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def flops(self, inputs, output) -> int:
+        """Forward FLOPs given the input arrays and the output array."""
+        return 0
+
+    def backward_flops(self) -> int:
+        """Backward FLOPs: by default the forward's once per input that needs a gradient."""
+        return self.fwd_flops * sum(self.needs_input_grad)
+
+    # --- used by ops ------------------------------------------------------------
+    def save_for_backward(self, *arrays):
+        """Keep ``arrays`` until backward has run (only when a gradient is needed)."""
+        if self.requires_grad:
+            for a in arrays:
+                profiler.track(a)
+            self.saved = arrays
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes of the arrays this node saved (0 once released)."""
+        return sum(getattr(a, "nbytes", 0) for a in (self.saved or ()))
+
+    def release(self):
+        """Drop saved arrays and edges: this node cannot run backward again."""
+        self.saved = None
+        self.next = None
+        self.freed = True
+
+    # --- recording --------------------------------------------------------------
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        """Run the op on tensors; record a node when any input needs a gradient."""
+        node = cls()
+        needs = tuple(t.requires_grad for t in inputs)
+        record = _grad_enabled[-1] and any(needs)
+        if _watchers and not _grad_enabled[-1] and any(needs):
+            _watchers[-1][0] = True
+        node.requires_grad = record
+        if record:
+            node.needs_input_grad = needs
+        out = node.forward(*[t.data for t in inputs], **kwargs)
+        dev = inputs[0].device if inputs else None
+        Tensor = _t.Tensor
+        if cls.n_outputs == 1:
+            outs = (Tensor._make(out, dev, record, node if record else None, 0),)
+        else:
+            outs = tuple(Tensor._make(o, dev, record, node if record else None, i) for i, o in enumerate(out))
+        flops = node.flops([t.data for t in inputs], out) if profiler._active or record else 0
+        if record:
+            node.seq = next(_seq)
+            node.next = tuple(t._edge() if n else None for t, n in zip(inputs, needs))
+            node.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
+            node.device = dev
+            node.fwd_flops = flops
+        else:
+            node.saved = None
+        if profiler._active:
+            profiler.record_op(cls.__name__, flops)
+        return outs[0] if cls.n_outputs == 1 else outs
+
+
+def _accumulate_leaf(leaf, g, assigned: set):
+    """Add ``g`` into ``leaf.grad``, in the leaf's dtype, never aliasing another leaf's grad."""
+    if g.dtype != leaf.data.dtype:
+        g = g.astype(leaf.data.dtype)
+    if g.shape != leaf.data.shape:
+        raise GraphError(f"gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}")
+    if leaf.grad is None:
+        if id(g) in assigned or not g.flags.writeable or not g.flags.c_contiguous or g.base is not None:
+            g = g.copy()
+        assigned.add(id(g))
+        leaf.grad = _t.Tensor._make(g, leaf.device, False, None, 0)
+    else:
+        leaf.grad.data = leaf.grad.data + g
+
+
+def run_backward(box: list, retain_graph: bool = False):
+    """Backpropagate from roots: ``box`` holds ``(tensor, grad_array)`` pairs and is emptied.
+
+    Taking the pairs in a list that we empty (rather than as arguments) means
+    no caller frame keeps the incoming gradients alive while backward runs.
+    """
+    heap = []
+    buffers = {}
+    assigned: set = set()
+    while box:
+        root, g = box.pop()
+        node = root._node
+        if node is None:
+            if root.requires_grad:
+                _accumulate_leaf(root, g, assigned)
+            continue
+        buf = buffers.get(node)
+        if buf is None:
+            buf = buffers[node] = [None] * node.n_outputs
+            heapq.heappush(heap, (-node.seq, id(node), node))
+        k = root._idx
+        buf[k] = g if buf[k] is None else buf[k] + g
+    del root, g, node, buf
+    with profiler.phase("backward"):
+        while heap:
+            node = heapq.heappop(heap)[2]
+            grads = buffers.pop(node)
+            if node.freed:
+                raise GraphError(
+                    f"backward through {node.name} a second time: its saved arrays were freed by the "
+                    "first backward. Pass retain_graph=True to the first backward() if you need to "
+                    "backpropagate through the same graph twice.")
+            for i, (shape, dtype) in enumerate(node.out_meta):
+                if grads[i] is None:
+                    grads[i] = node.device.xp.zeros(shape, dtype)
+            if node.takes_grad_box:
+                in_grads = node.backward(grads)
+            else:
+                in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
+            del grads
+            if profiler._active:
+                profiler.record_op(node.name, node.backward_flops())
+            edges = node.next
+            if not retain_graph:
+                node.release()
+            for edge, gi in zip(edges, in_grads):
+                if edge is None or gi is None:
+                    continue
+                profiler.track(gi)
+                target, k = edge
+                if target.__class__ is _t.Tensor or isinstance(target, _t.Tensor):
+                    _accumulate_leaf(target, gi, assigned)
+                    continue
+                buf = buffers.get(target)
+                if buf is None:
+                    buf = buffers[target] = [None] * target.n_outputs
+                    heapq.heappush(heap, (-target.seq, id(target), target))
+                buf[k] = gi if buf[k] is None else buf[k] + gi
+                del buf
+            del in_grads, edges, edge, gi, node
+
+
+class Tape:
+    """The nodes behind a tensor, in execution order: ``print(mg.tape(loss))``."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def __len__(self):
+        return len(self.nodes)
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(n.saved_bytes for n in self.nodes)
+
+    def __str__(self):
+        rows = [("#", "op", "output shape", "saved bytes")]
+        for i, n in enumerate(self.nodes):
+            shape = " ".join(str(tuple(s)) for s, _ in n.out_meta)
+            rows.append((str(i), n.name, shape, f"{n.saved_bytes:,}"))
+        rows.append(("", "total", "", f"{self.saved_bytes:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        fmt = lambda r: f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+        return "\n".join(fmt(r) for r in rows)
+
+    __repr__ = __str__
+
+
+def tape(t) -> Tape:
+    """The tape (Wengert list) that produced tensor ``t``: its nodes in execution order."""
+    seen, stack, nodes = set(), [t._node] if t._node is not None else [], []
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        nodes.append(n)
+        for e in n.next or ():
+            if e is not None and not isinstance(e[0], _t.Tensor):
+                stack.append(e[0])
+    nodes.sort(key=lambda n: n.seq)
+    return Tape(nodes)
+
+
+def prod(shape) -> int:
+    return math.prod(shape)

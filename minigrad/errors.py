@@ -1,0 +1,33 @@
+"""The exceptions minigrad raises: each message names the op, what it got, and the fix."""
+
+
+class MinigradError(Exception):
+    """Base class of every error minigrad raises on purpose."""
+
+
+class ShapeError(MinigradError, ValueError):
+    """Operands whose shapes do not fit the op (matmul, broadcasting, reshape...)."""
+
+
+class IndexingError(MinigradError, IndexError):
+    """An index that does not fit the tensor it indexes."""
+
+
+class DTypeError(MinigradError, TypeError):
+    """Data of a dtype the op cannot use (strings, objects, integers that need gradients)."""
+
+
+class DeviceError(MinigradError, RuntimeError):
+    """A device that is unavailable, unknown, or mixed with another in one op."""
+
+
+class GraphError(MinigradError, RuntimeError):
+    """Misuse of the tape: backward through a freed graph, on a non-scalar, ..."""
+
+
+class CheckpointError(MinigradError, RuntimeError):
+    """A checkpointed function misbehaved: non-tensor output, non-deterministic recompute, ..."""
+
+
+class ScheduleError(MinigradError, ValueError):
+    """A checkpointing schedule that cannot be built: unknown strategy, bad slots or segments."""

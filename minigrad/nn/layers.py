@@ -1,0 +1,190 @@
+"""The layers: Linear, activations, Dropout, BatchNorm1d, LayerNorm, Sequential, Residual."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import random as _random
+from ..backend import device as _device
+from ..errors import ShapeError
+from ..tensor import Tensor, get_default_dtype
+from . import functional as F
+from .module import Module, Parameter, _check_device
+
+
+def _uniform(shape, bound, dtype, device):
+    dev = _device(device)
+    dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    return Parameter(Tensor._make(_random.generator(dev).uniform(shape, dt, -bound, bound), dev, True, None, 0))
+
+
+def _filled(shape, value, dtype, device, cls=Parameter):
+    dev = _device(device)
+    dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    t = Tensor._make(dev.xp.full(shape, value, dtype=dt), dev, False, None, 0)
+    return cls(t) if cls is Parameter else t
+
+
+class Linear(Module):
+    """y = x Wᵀ + b with W of shape (out_features, in_features), initialised as PyTorch does.
+
+    PyTorch's default (kaiming_uniform with a=√5) draws W and b from U(-1/√in, 1/√in).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
+        super().__init__()
+        if in_features <= 0 or out_features <= 0:
+            raise ShapeError(f"Linear: features must be positive, got in={in_features}, out={out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = _uniform((out_features, in_features), bound, dtype, device)
+        self.bias = _uniform((out_features,), bound, dtype, device) if bias else None
+
+    def forward(self, x):
+        _check_device(self, x)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Tanh(Module):
+    """tanh(x)."""
+
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x))."""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
+class GELU(Module):
+    """x·Φ(x); ``approximate="tanh"`` for the tanh formula."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+
+class Dropout(Module):
+    """Zero elements with probability p in training (masks replay exactly under checkpointing)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation of (N, C) or (N, C, L) inputs, with PyTorch's numbers.
+
+    Buffers ``running_mean`` (zeros), ``running_var`` (ones, updated with the
+    unbiased batch variance) and ``num_batches_tracked``; momentum 0.1, eps 1e-5.
+    Running statistics change once per real forward in training, never during
+    checkpoint recompute.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=None, device=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = _filled((num_features,), 1.0, dtype, device)
+        self.bias = _filled((num_features,), 0.0, dtype, device)
+        if not affine:
+            self.weight.requires_grad = self.bias.requires_grad = False
+        self.register_buffer("running_mean", _filled((num_features,), 0.0, dtype, device, cls=None))
+        self.register_buffer("running_var", _filled((num_features,), 1.0, dtype, device, cls=None))
+        self.register_buffer("num_batches_tracked", _filled((), 0, np.int64, device, cls=None))
+
+    def forward(self, x):
+        from .. import autograd  # noqa: PLC0415
+        _check_device(self, x)
+        if self.training and not autograd.is_recomputing():
+            self.num_batches_tracked.data += 1
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LayerNorm(Module):
+    """Normalise each sample over its last dimensions, then scale and shift (weight 1, bias 0)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=None, device=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, eps
+        self.weight = _filled(shape, 1.0, dtype, device)
+        self.bias = _filled(shape, 0.0, dtype, device)
+        if not elementwise_affine:
+            self.weight.requires_grad = self.bias.requires_grad = False
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Sequential(Module):
+    """Layers applied in order; indexable, sliceable and iterable (a chain for checkpointing)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, i):
+        layers = list(self._modules.values())
+        return Sequential(*layers[i]) if isinstance(i, slice) else layers[i]
+
+    def append(self, layer):
+        """Add a layer at the end."""
+        setattr(self, str(len(self)), layer)
+        return self
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+
+class Residual(Module):
+    """x + fn(x): a skip connection around a module."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return x + self.fn(x)

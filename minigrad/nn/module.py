@@ -1,0 +1,189 @@
+"""Module and Parameter: containers that find their parameters and buffers by attribute."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..backend import device as _device, to_device
+from ..errors import DeviceError, ShapeError
+from ..tensor import Tensor, tensor
+
+
+class Parameter(Tensor):
+    """A leaf tensor that a Module owns and an optimizer updates (``requires_grad=True``)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True):
+        t = data if isinstance(data, Tensor) else tensor(data)
+        self._data, self.grad, self.requires_grad = t.data, None, requires_grad
+        self._node, self._idx, self._device = None, 0, t.device
+
+    def __repr__(self):
+        return "Parameter(" + super().__repr__()[len("tensor("):]
+
+
+class Module:
+    """Base class of layers and models: subclass it, set parameters/sub-modules as attributes, define forward."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # --- attribute registration -------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        for table in ("_parameters", "_modules", "_buffers"):
+            if table in d and name in d[table]:
+                return d[table][name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def register_buffer(self, name, value):
+        """Register state that is saved and moved with the module but is not a parameter."""
+        self._buffers[name] = value
+
+    # --- traversal ----------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        """(name, module) for this module and every sub-module, depth first."""
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield name, m
+            children = list(m._modules.items())
+            for child_name, child in reversed(children):
+                stack.append((f"{name}.{child_name}" if name else child_name, child))
+
+    def modules(self):
+        """This module and every sub-module."""
+        return [m for _, m in self.named_modules()]
+
+    def children(self):
+        """The direct sub-modules."""
+        return list(self._modules.values())
+
+    def named_parameters(self):
+        """(dotted name, Parameter) for every parameter, each once."""
+        seen = set()
+        for prefix, m in self.named_modules():
+            for name, p in m._parameters.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{prefix}.{name}" if prefix else name), p
+
+    def parameters(self):
+        """Every parameter, each once (a list, ready for an optimizer)."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        """(dotted name, tensor) for every buffer."""
+        for prefix, m in self.named_modules():
+            for name, b in m._buffers.items():
+                if b is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), b
+
+    def buffers(self):
+        """Every buffer (running statistics and the like)."""
+        return [b for _, b in self.named_buffers()]
+
+    # --- modes and state ----------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (dropout active, BatchNorm uses and updates batch statistics)."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Forget every parameter's gradient."""
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device):
+        """Move parameters and buffers to ``device`` in place (parameters keep their identity)."""
+        dev = _device(device)
+        for p in self.parameters():
+            p._data, p._device = to_device(p.data, dev), dev
+            if p.grad is not None:
+                p.grad = p.grad.to(dev)
+        for b in self.buffers():
+            b._data, b._device = to_device(b.data, dev), dev
+        return self
+
+    def state_dict(self):
+        """An ordered {name: array copy} of every parameter and buffer."""
+        out = OrderedDict()
+        for name, p in self.named_parameters():
+            out[name] = p.data.copy()
+        for name, b in self.named_buffers():
+            out[name] = b.data.copy()
+        return out
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays from ``state`` into parameters and buffers (shapes must match)."""
+        own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, t in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            value = value.data if isinstance(value, Tensor) else value
+            if tuple(value.shape) != t.shape:
+                raise ShapeError(f"load_state_dict: {name!r} has shape {t.shape} here but {tuple(value.shape)} "
+                                 "in the state dict")
+            t._data = to_device(np.asarray(value) if isinstance(value, (list, tuple)) else value, t.device
+                                ).astype(t.dtype, copy=True)
+        return self
+
+    # --- calling ------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+def _check_device(module, x):
+    for p in module._parameters.values():
+        if p.device != x.device:
+            raise DeviceError(f"{type(module).__name__}: input is on {x.device} but parameters are on {p.device}; "
+                              f"call model.to('{x.device}') or x.to('{p.device}')")
+        break

@@ -1,0 +1,103 @@
+"""Optimizers with PyTorch's update rules, updating parameters in place."""
+from __future__ import annotations
+
+import math
+
+from . import profiler
+from .errors import MinigradError
+
+
+class Optimizer:
+    """Base class: holds the parameter list and per-parameter state."""
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise MinigradError(f"{type(self).__name__}: got an empty parameter list; pass model.parameters()")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        self.lr = lr
+        self.state: dict = {}   # id(param) -> dict of arrays
+
+    def zero_grad(self):
+        """Forget every parameter's gradient (the next backward assigns fresh ones)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum and weight decay (PyTorch's formulas).
+
+    g ← grad + weight_decay·p; with momentum: buf ← momentum·buf + g (buf = g on the
+    first step); p ← p − lr·buf (or g without momentum).
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def step(self):
+        """Update every parameter that has a gradient."""
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                st = self.state.get(id(p))
+                if st is None:
+                    buf = profiler.track(g.copy())
+                    self.state[id(p)] = {"momentum_buffer": buf}
+                else:
+                    buf = st["momentum_buffer"]
+                    buf *= self.momentum
+                    buf += g
+                g = buf
+            if g.dtype == p.data.dtype:
+                p.data -= self.lr * g
+            else:
+                p.data -= (self.lr * g).astype(p.data.dtype)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), computed in the same order as PyTorch's single-tensor Adam."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def step(self):
+        """Update every parameter that has a gradient."""
+        b1, b2 = self.betas
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            st = self.state.get(id(p))
+            if st is None:
+                xp = p.device.xp
+                st = self.state[id(p)] = {"step": 0,
+                                          "exp_avg": profiler.track(xp.zeros_like(p.data)),
+                                          "exp_avg_sq": profiler.track(xp.zeros_like(p.data))}
+            st["step"] += 1
+            t = st["step"]
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            bias1 = 1 - b1 ** t
+            bias2 = 1 - b2 ** t
+            step_size = self.lr / bias1
+            denom = p.device.xp.sqrt(v) / math.sqrt(bias2) + self.eps
+            p.data -= (step_size * (m / denom)).astype(p.data.dtype, copy=False)

@@ -1,0 +1,367 @@
+"""Tensor: an array, its gradient, and the node that produced it."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd, profiler
+from . import random as _random
+from .backend import CPU, device as _device, device_of, is_array, to_device
+from .errors import DeviceError, DTypeError, GraphError
+
+_default_dtype = [np.dtype(np.float32)]
+
+
+def get_default_dtype() -> np.dtype:
+    """The dtype of Python numbers, lists, factories and layer parameters (float32 unless set)."""
+    return _default_dtype[0]
+
+
+def set_default_dtype(dtype):
+    """Set the default floating dtype: ``mg.set_default_dtype(np.float64)``."""
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise DTypeError(f"set_default_dtype: the default dtype must be floating, got {dt}; "
+                         "use np.float32 or np.float64")
+    _default_dtype[0] = dt
+
+
+def _check_dtype(dt, where="tensor"):
+    if dt.kind not in "biuf":
+        raise DTypeError(f"{where}: data of dtype {dt} is not numeric; minigrad holds bool, integer and "
+                         "floating arrays. Convert the data first, e.g. np.asarray(data, dtype=np.float32).")
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was computed, so ``backward()`` can differentiate it.
+
+    Make one with ``mg.tensor(data, requires_grad=False, dtype=None, device="cpu")``.
+    """
+
+    __slots__ = ("_data", "grad", "requires_grad", "_node", "_idx", "_device", "__weakref__")
+    __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
+
+    # --- construction -----------------------------------------------------------
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        t = tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+        self._data, self.grad, self.requires_grad = t._data, None, t.requires_grad
+        self._node, self._idx, self._device = None, 0, t._device
+
+    @classmethod
+    def _make(cls, data, dev, requires_grad, node, idx):
+        """Wrap an op's output array without validation (the fast path)."""
+        t = object.__new__(cls)
+        if not is_array(data):
+            data = np.asarray(data)
+        t._data = profiler.track(data)
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._node = node
+        t._idx = idx
+        t._device = dev if dev is not None else device_of(data)
+        return t
+
+    def _edge(self):
+        """Where a gradient for this tensor goes: its node, or the leaf itself."""
+        return (self._node, self._idx) if self._node is not None else (self, 0)
+
+    # --- attributes ---------------------------------------------------------------
+    @property
+    def data(self):
+        """The underlying NumPy (or CuPy) array."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if not is_array(value):
+            value = np.asarray(value)
+        self._data = profiler.track(value)
+
+    shape = property(lambda self: self._data.shape, doc="Tuple of dimensions.")
+    ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
+    dtype = property(lambda self: self._data.dtype, doc="NumPy dtype of the elements.")
+    size = property(lambda self: int(self._data.size), doc="Number of elements.")
+    device = property(lambda self: self._device, doc="Where the data lives: cpu or cuda:N.")
+    is_leaf = property(lambda self: self._node is None, doc="True unless an op recorded on the tape made it.")
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        extra = "" if self.dtype == get_default_dtype() else f", dtype={self.dtype}"
+        extra += "" if self._device.type == "cpu" else f", device='{self._device}'"
+        if self._node is not None:
+            extra += f", grad_fn={self._node.name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def numpy(self):
+        """The data as a NumPy array (copied to the host if it lives on a GPU)."""
+        return to_device(self._data, CPU)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self._data.size != 1:
+            raise GraphError(f"item(): only one-element tensors convert to a Python number, this one has "
+                             f"shape {self.shape}; index it or reduce it first (x.sum(), x[0])")
+        return self.numpy().reshape(()).item()
+
+    def to(self, device):
+        """This tensor on ``device`` (itself if already there); the copy is a new leaf."""
+        dev = _device(device)
+        if dev == self._device:
+            return self
+        return Tensor._make(to_device(self._data, dev), dev, self.requires_grad, None, 0)
+
+    def detach(self):
+        """The same data, cut from the tape (no gradient flows back through it)."""
+        return Tensor._make(self._data, self._device, False, None, 0)
+
+    def requires_grad_(self, flag=True):
+        """Set ``requires_grad`` on a leaf, in place; returns self."""
+        if flag and self.dtype.kind != "f":
+            raise DTypeError(f"requires_grad: only floating tensors can have gradients, this one is {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    # --- autograd -----------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``grad`` defaults to 1 for scalars)."""
+        if not self.requires_grad:
+            raise GraphError("backward(): this tensor does not require grad, so nothing recorded how it was "
+                             "made. Create the inputs with requires_grad=True (parameters have it) and do not "
+                             "compute it under no_grad().")
+        xp = self._device.xp
+        if grad is None:
+            if self._data.size != 1:
+                raise GraphError(f"backward(): the output has shape {self.shape}, not a single number; pass "
+                                 "grad= of the same shape, or reduce it first (loss = y.sum())")
+            g = xp.ones(self.shape, dtype=self.dtype)
+        else:
+            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if g.shape != self.shape:
+                raise GraphError(f"backward(): grad has shape {g.shape} but the output has shape {self.shape}")
+        box = [(self, g)]
+        del g, grad
+        autograd.run_backward(box, retain_graph=retain_graph)
+
+    def zero_grad(self):
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    # --- operators ----------------------------------------------------------------
+    def _other(self, other, op):
+        if isinstance(other, Tensor):
+            if other._device != self._device:
+                raise DeviceError(f"{op}: operands are on different devices ({self._device} and {other._device}); "
+                                  f"move one with .to('{self._device}')")
+            return other
+        if isinstance(other, numbers.Number):
+            dt = self.dtype if self.dtype.kind == "f" else get_default_dtype() if isinstance(other, float) else None
+            return Tensor._make(self._device.xp.asarray(other, dtype=dt), self._device, False, None, 0)
+        return tensor(other, device=self._device)
+
+    def __add__(self, o): return ops.Add.apply(self, self._other(o, "add"))
+    def __radd__(self, o): return ops.Add.apply(self._other(o, "add"), self)
+    def __sub__(self, o): return ops.Sub.apply(self, self._other(o, "sub"))
+    def __rsub__(self, o): return ops.Sub.apply(self._other(o, "sub"), self)
+    def __mul__(self, o): return ops.Mul.apply(self, self._other(o, "mul"))
+    def __rmul__(self, o): return ops.Mul.apply(self._other(o, "mul"), self)
+    def __truediv__(self, o): return ops.Div.apply(self, self._other(o, "div"))
+    def __rtruediv__(self, o): return ops.Div.apply(self._other(o, "div"), self)
+    def __pow__(self, o): return ops.Pow.apply(self, self._other(o, "pow"))
+    def __rpow__(self, o): return ops.Pow.apply(self._other(o, "pow"), self)
+    def __matmul__(self, o): return ops.MatMul.apply(self, self._other(o, "matmul"))
+    def __rmatmul__(self, o): return ops.MatMul.apply(self._other(o, "matmul"), self)
+    def __neg__(self): return ops.Neg.apply(self)
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return ops.GetItem.apply(self, index=index)
+
+    # comparisons give boolean tensors without gradient
+    def _compare(self, o, fn):
+        o = o.data if isinstance(o, Tensor) else o
+        return Tensor._make(fn(self._data, o), self._device, False, None, 0)
+
+    def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
+    def __le__(self, o): return self._compare(o, lambda a, b: a <= b)
+    def __gt__(self, o): return self._compare(o, lambda a, b: a > b)
+    def __ge__(self, o): return self._compare(o, lambda a, b: a >= b)
+    def __eq__(self, o): return self._compare(o, lambda a, b: a == b)
+    def __ne__(self, o): return self._compare(o, lambda a, b: a != b)
+    __hash__ = object.__hash__
+
+    # --- methods --------------------------------------------------------------------
+    def exp(self): return ops.Exp.apply(self)
+    def log(self): return ops.Log.apply(self)
+    def tanh(self): return ops.Tanh.apply(self)
+    def relu(self): return ops.ReLU.apply(self)
+    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def sqrt(self): return ops.Sqrt.apply(self)
+    def abs(self): return ops.Abs.apply(self)
+    __abs__ = abs
+
+    def clip(self, min=None, max=None):
+        """Clamp to [min, max]; either bound may be None."""
+        return ops.Clip.apply(self, lo=min, hi=max)
+
+    def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return ops.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis=None, keepdims=False, ddof=0):
+        """Variance (ddof=0 as in NumPy; ddof=1 for the unbiased estimate)."""
+        return ops.Var.apply(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def argmax(self, axis=None):
+        """Indices of the maxima (an integer tensor, no gradient)."""
+        return Tensor._make(self._device.xp.argmax(self._data, axis=axis), self._device, False, None, 0)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.Reshape.apply(self, shape=shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return ops.Transpose.apply(self, axes=axes or None)
+
+    @property
+    def T(self):
+        """The transpose (axes reversed)."""
+        return ops.Transpose.apply(self, axes=None)
+
+    def astype(self, dtype):
+        """A copy with another dtype (no gradient flows through the cast)."""
+        return tensor(self._data.astype(dtype), device=self._device)
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
+    """Make a leaf tensor. ndarrays keep their dtype; Python numbers and lists get the default dtype."""
+    dev = _device(device) if device is not None else None
+    if isinstance(data, Tensor):
+        arr = data.data.copy()
+    elif is_array(data):
+        arr = data.copy()
+        _check_dtype(arr.dtype)
+    else:
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError) as exc:
+            raise DTypeError(f"tensor: cannot make an array from {type(data).__name__} ({exc})") from None
+        _check_dtype(arr.dtype)
+        if dtype is None and arr.dtype.kind in "iuf":
+            arr = arr.astype(get_default_dtype())
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        _check_dtype(dt)
+        arr = arr.astype(dt, copy=False)
+    if dev is not None:
+        arr = to_device(arr, dev)
+    if requires_grad and arr.dtype.kind != "f":
+        raise DTypeError(f"tensor: requires_grad=True needs a floating dtype, got {arr.dtype}; "
+                         "pass dtype=np.float32 (or float64)")
+    return Tensor._make(arr, dev, bool(requires_grad), None, 0)
+
+
+def _factory_dtype(dtype):
+    return np.dtype(dtype) if dtype is not None else get_default_dtype()
+
+
+def _shape(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros: ``mg.zeros(2, 3)`` or ``mg.zeros((2, 3))``."""
+    dev = _device(device)
+    return tensor(dev.xp.zeros(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones."""
+    dev = _device(device)
+    return tensor(dev.xp.ones(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from the device's generator (see ``mg.manual_seed``)."""
+    dev = _device(device)
+    arr = _random.generator(dev).normal(_shape(shape), _factory_dtype(dtype))
+    return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples from the device's generator."""
+    dev = _device(device)
+    arr = _random.generator(dev).uniform(_shape(shape), _factory_dtype(dtype))
+    return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
+
+
+def _grad_flag(flag, arr):
+    if flag and arr.dtype.kind != "f":
+        raise DTypeError(f"requires_grad=True needs a floating dtype, got {arr.dtype}")
+    return bool(flag)
+
+
+def _as_tensors(tensors, op):
+    ts = [t if isinstance(t, Tensor) else tensor(t) for t in tensors]
+    if not ts:
+        raise GraphError(f"{op}: needs at least one tensor")
+    devs = {str(t.device) for t in ts}
+    if len(devs) > 1:
+        raise DeviceError(f"{op}: tensors are on different devices {sorted(devs)}; move them to one with .to()")
+    return ts
+
+
+def concatenate(tensors, axis=0) -> Tensor:
+    """Join tensors along an existing axis."""
+    return ops.Concatenate.apply(*_as_tensors(tensors, "concatenate"), axis=axis)
+
+
+def stack(tensors, axis=0) -> Tensor:
+    """Join same-shaped tensors along a new axis."""
+    return ops.Stack.apply(*_as_tensors(tensors, "stack"), axis=axis)
+
+
+def where(cond, a, b) -> Tensor:
+    """``a`` where ``cond`` is true, else ``b`` (gradients flow to a and b, not to cond)."""
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else tensor(a)
+    a, b = ref._other(a, "where"), ref._other(b, "where")
+    c = cond.data if isinstance(cond, Tensor) else ref.device.xp.asarray(cond)
+    return ops.Where.apply(a, b, cond=c.astype(bool, copy=False))
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise maximum (ties send the gradient to ``a``)."""
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else tensor(a)
+    return ops.Maximum.apply(ref._other(a, "maximum"), ref._other(b, "maximum"))
+
+
+def _unary(name, op):
+    def fn(x):
+        return op.apply(x if isinstance(x, Tensor) else tensor(x))
+    fn.__name__ = name
+    fn.__doc__ = f"Elementwise {name}."
+    return fn
+
+
+from . import ops  # noqa: E402  (ops needs Tensor defined first)
+
+exp = _unary("exp", ops.Exp)
+log = _unary("log", ops.Log)
+tanh = _unary("tanh", ops.Tanh)
+relu = _unary("relu", ops.ReLU)
+sigmoid = _unary("sigmoid", ops.Sigmoid)
+sqrt = _unary("sqrt", ops.Sqrt)
