@@ -1,0 +1,187 @@
+"""One executor for every schedule: runs a chain of layers as a single node on the tape.
+
+The forward pass runs the schedule's first sweep (keeping the slots it names,
+recording the layers it names); backward runs the rest: restore a slot,
+advance without recording, record a layer, reverse it with the incoming
+gradient. Each layer re-run in backward sees the random-number state it saw
+in the forward pass and runs inside the recompute context, so dropout masks
+and BatchNorm running statistics come out as if nothing were recomputed.
+"""
+from __future__ import annotations
+
+from .. import autograd, profiler
+from .. import random as _random
+from ..autograd import Function, enable_grad, no_grad
+from ..errors import CheckpointError
+from ..tensor import Tensor
+from .function import check_same_meta, recompute_context, rng_devices, watch_requires_grad
+from . import schedules
+from .schedules import Schedule
+
+
+def _layer_name(layers, i):
+    return f"layer {i} ({type(layers[i - 1]).__name__})"
+
+
+class _Run:
+    """The state of one schedule being executed: slots, the current activation, recorded layers."""
+
+    def __init__(self, layers, schedule, x: Tensor):
+        self.layers, self.schedule = layers, schedule
+        self.device = x.device
+        self.x_requires_grad = x.requires_grad
+        self.slots = {0: x.data}
+        self.cur, self.cur_i = x.data, 0
+        self.records = []          # (i, input leaf, output tensor), innermost last
+        self.rng = {}              # i -> RNG state before layer i's first run
+        self.meta = {}             # i -> (shape, dtype) of x_i in the first sweep
+        self.devs = rng_devices([x])
+
+    def _leaf(self, i):
+        need = self.x_requires_grad if i == 1 else True
+        return Tensor._make(self.cur, self.device, need, None, 0)
+
+    def run_layer(self, i, record, first_sweep):
+        """Run layer i from the current activation; returns nothing, updates the state."""
+        layer = self.layers[i - 1]
+        x = self._leaf(i)
+        if first_sweep:
+            self.rng[i] = _random.get_rng_state(self.devs)
+            if record:
+                with enable_grad():
+                    y = layer(x)
+            else:
+                with no_grad():
+                    y = layer(x)
+            if not isinstance(y, Tensor):
+                raise CheckpointError(f"checkpoint_sequential: {_layer_name(self.layers, i)} returned "
+                                      f"{type(y).__name__}; every layer must return one Tensor")
+            self.meta[i] = (y.shape, y.dtype)
+        else:
+            with recompute_context(self.rng[i]), (enable_grad() if record else no_grad()):
+                y = layer(x)
+            check_same_meta(_layer_name(self.layers, i), [self.meta[i]], [(y.shape, y.dtype)])
+        if record:
+            self.records.append((i, x, y))
+        del x
+        self.cur, self.cur_i = y.data, i
+
+    def step(self, action, first_sweep):
+        kind, i = action.kind, action.i
+        if kind == "advance":
+            self.run_layer(i, False, first_sweep)
+        elif kind == "record":
+            self.run_layer(i, True, first_sweep)
+        elif kind == "keep":
+            self.slots[i] = self.cur
+        elif kind == "restore":
+            self.cur, self.cur_i = self.slots[i], i
+        elif kind == "drop":
+            self.slots.pop(i, None)
+        else:
+            raise CheckpointError(f"checkpoint_sequential: cannot run action {action} in the forward pass")
+
+    def reverse(self, i, box):
+        """Backpropagate the gradient in ``box`` through recorded layer i; returns the input's gradient."""
+        j, x, y = self.records.pop()
+        assert j == i, (j, i)
+        if y.requires_grad:
+            autograd.run_backward([(y, box.pop())])
+        else:
+            box.clear()
+        del y
+        g = x.grad.data if x.grad is not None else None
+        del x
+        self.cur = None            # the reversed layer's output must not outlive its record
+        return g
+
+
+class SequentialCheckpoint(Function):
+    """The node standing for a whole checkpointed chain; its backward runs the rest of the schedule."""
+
+    takes_grad_box = True
+
+    def backward(self, box):
+        run, actions = self.run, self.schedule.actions[self.schedule.split:]
+        resume = _random.get_rng_state(run.devs)
+        run.cur = None
+        grad_box = [box.pop()]
+        g = None
+        for action in actions:
+            if action.kind == "reverse":
+                if g is not None:
+                    grad_box.append(g)
+                    g = None
+                g = run.reverse(action.i, grad_box)
+                if g is None and action.i > 1:
+                    raise CheckpointError(f"checkpoint_sequential: no gradient reached the input of "
+                                          f"{_layer_name(run.layers, action.i)}")
+            else:
+                with profiler.phase("recompute"):
+                    run.step(action, first_sweep=False)
+        _random.set_rng_state(resume)
+        self.run = None
+        return (g if self.needs_input_grad[0] else None,)
+
+    def backward_flops(self):
+        return 0   # the layers' ops book their own FLOPs
+
+    @property
+    def saved_bytes(self):
+        run = getattr(self, "run", None)
+        return sum(a.nbytes for a in run.slots.values()) if run else 0
+
+
+def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
+    """Run ``layers`` on ``x`` under ``schedule``; backward of the result follows the schedule too."""
+    layers = list(layers)
+    if schedule.L != len(layers):
+        raise CheckpointError(f"checkpoint_sequential: the schedule is for {schedule.L} layers but the chain "
+                              f"has {len(layers)}")
+    if not isinstance(x, Tensor):
+        raise CheckpointError(f"checkpoint_sequential: the input must be a Tensor, got {type(x).__name__}")
+    if not autograd.is_grad_enabled():
+        for layer in layers:
+            x = layer(x)
+        return x
+    run = _Run(layers, schedule, x)
+    with watch_requires_grad() as touched:
+        for action in schedule.actions[:schedule.split]:
+            run.step(action, first_sweep=True)
+    last = run.records[-1][2] if run.records and run.records[-1][0] == schedule.L else None
+    needs = touched[0] or x.requires_grad or (last is not None and last.requires_grad) or \
+        any(r[2].requires_grad for r in run.records)
+    out_data = run.cur
+    if not needs:
+        return Tensor._make(out_data, x.device, False, None, 0)
+    node = SequentialCheckpoint()
+    node.requires_grad = True
+    node.needs_input_grad = (x.requires_grad,)
+    node.saved = ()
+    node.run, node.schedule = run, schedule
+    node.seq = next(autograd._seq)
+    node.next = (x._edge() if x.requires_grad else None,)
+    node.out_meta = ((out_data.shape, out_data.dtype),)
+    node.device = x.device
+    node.fwd_flops = 0
+    run.cur = None
+    return Tensor._make(out_data, x.device, True, node, 0)
+
+
+def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None) -> Schedule:
+    """The Schedule ``checkpoint_sequential`` would run (print it, or call ``.simulate()``)."""
+    L = len(list(layers))
+    return schedules.make(strategy, L, segments=segments, slots=slots)
+
+
+def checkpoint_sequential(layers, x, strategy="sqrt", segments=None, slots=None, budget=None) -> Tensor:
+    """Run a chain of layers under a checkpointing strategy; backward follows the same schedule.
+
+    ``strategy``: "none" | "sqrt" (default; ``segments=k`` for k uniform
+    segments) | "recursive" | "revolve" (``slots=s`` stored activations, the
+    input counted) | "budget" (``budget=`` bytes).
+    """
+    layers = list(layers)
+    if not layers:
+        raise CheckpointError("checkpoint_sequential: the chain is empty; pass at least one layer")
+    return run_schedule(layers, x, plan(layers, x, strategy, segments=segments, slots=slots, budget=budget))
