@@ -194,6 +194,14 @@ class MatMul(Function):
                 f"({a.shape[-1] if a.ndim else 'scalar'}) must equal the "
                 f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the right. "
                 "Transpose one operand (x.T) or reshape it.")
+        if a.ndim > 2 or b.ndim > 2:
+            try:
+                np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            except ValueError:
+                raise ShapeError(
+                    f"matmul (@): shapes {a.shape} and {b.shape} have batch dimensions {a.shape[:-2]} and "
+                    f"{b.shape[:-2]} that do not broadcast (each must be equal or 1). Reshape one operand "
+                    "so the leading dimensions line up.") from None
         self.save_for_backward(a, b)
         return xp_of(a).matmul(a, b)
 
@@ -203,11 +211,13 @@ class MatMul(Function):
         xp = xp_of(g)
         a2 = a if a.ndim > 1 else a[None, :]
         b2 = b if b.ndim > 1 else b[:, None]
+        # Put back the axes a 1-D operand dropped from the output: b's column (last) first, then
+        # a's row, so a vector-vector product's scalar gradient becomes a (1, 1) matrix.
         g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if na:
             ga = unbroadcast(xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape)
@@ -308,7 +318,10 @@ class Tanh(_Unary):
 
     def backward(self, g):
         y = self.saved[0]
-        return (g * (1 - y * y),)
+        d = y * y                      # one temporary, reused in place: g * (1 - y²)
+        xp_of(y).subtract(1, d, out=d)
+        d *= g
+        return (d,)
 
 
 class Sigmoid(_Unary):
@@ -471,7 +484,8 @@ class Max(Function):
     def backward(self, g):
         mask, count = self.saved
         g = _expand_reduced(g, self.in_shape, self.axes, self.keepdims)
-        return (g * mask / count,)
+        # the count is int64, which would promote a float32 gradient to float64
+        return (g * mask / count.astype(g.dtype, copy=False),)
 
     def flops(self, inputs, out):
         return _size(inputs[0])
@@ -521,10 +535,11 @@ class Transpose(Function):
     def forward(self, a, axes=None):
         if axes is None:
             axes = tuple(reversed(range(a.ndim)))
-        if sorted(a_ % max(a.ndim, 1) for a_ in axes) != list(range(a.ndim)):
+        if (len(axes) != a.ndim or any(not -a.ndim <= a_ < a.ndim for a_ in axes)
+                or sorted(a_ % a.ndim for a_ in axes) != list(range(a.ndim))):
             raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the "
                              f"{a.ndim} dimensions of a tensor of shape {a.shape}")
-        self.axes = tuple(axes)
+        self.axes = tuple(a_ % a.ndim for a_ in axes)  # non-negative, so argsort inverts it
         return a.transpose(self.axes)
 
     def backward(self, g):
