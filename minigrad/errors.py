@@ -31,3 +31,7 @@ class CheckpointError(MinigradError, RuntimeError):
 
 class ScheduleError(MinigradError, ValueError):
     """A checkpointing schedule that cannot be built: unknown strategy, bad slots or segments."""
+
+
+class GradcheckError(MinigradError, AssertionError):
+    """``gradcheck`` found a gradient from backward that disagrees with central finite differences."""

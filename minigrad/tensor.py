@@ -230,8 +230,8 @@ class Tensor:
         return ops.Reshape.apply(self, shape=shape)
 
     def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = None if axes[0] is None else tuple(axes[0])
         return ops.Transpose.apply(self, axes=axes or None)
 
     @property
