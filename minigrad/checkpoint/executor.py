@@ -42,24 +42,26 @@ class _Run:
         return Tensor._make(self.cur, self.device, need, None, 0)
 
     def run_layer(self, i, record, first_sweep):
-        """Run layer i from the current activation; returns nothing, updates the state."""
+        """Run layer i from the current activation (recording its graph or not) and make x_i current.
+
+        In the first sweep we note the RNG state and output shape; when a layer
+        runs again in backward (the caller holds the recompute context) it gets
+        that RNG state back and must produce the same shape.
+        """
         layer = self.layers[i - 1]
         x = self._leaf(i)
         if first_sweep:
             self.rng[i] = _random.get_rng_state(self.devs)
-            if record:
-                with enable_grad():
-                    y = layer(x)
-            else:
-                with no_grad():
-                    y = layer(x)
+        else:
+            _random.set_rng_state(self.rng[i])
+        with (enable_grad() if record else no_grad()):
+            y = layer(x)
+        if first_sweep:
             if not isinstance(y, Tensor):
                 raise CheckpointError(f"checkpoint_sequential: {_layer_name(self.layers, i)} returned "
                                       f"{type(y).__name__}; every layer must return one Tensor")
             self.meta[i] = (y.shape, y.dtype)
-        else:
-            with recompute_context(self.rng[i]), (enable_grad() if record else no_grad()):
-                y = layer(x)
+        elif (y.shape, y.dtype) != self.meta[i]:
             check_same_meta(_layer_name(self.layers, i), [self.meta[i]], [(y.shape, y.dtype)])
         if record:
             self.records.append((i, x, y))
@@ -103,23 +105,22 @@ class SequentialCheckpoint(Function):
 
     def backward(self, box):
         run, actions = self.run, self.schedule.actions[self.schedule.split:]
-        resume = _random.get_rng_state(run.devs)
-        run.cur = None
         grad_box = [box.pop()]
         g = None
-        for action in actions:
-            if action.kind == "reverse":
-                if g is not None:
-                    grad_box.append(g)
-                    g = None
-                g = run.reverse(action.i, grad_box)
-                if g is None and action.i > 1:
-                    raise CheckpointError(f"checkpoint_sequential: no gradient reached the input of "
-                                          f"{_layer_name(run.layers, action.i)}")
-            else:
-                with profiler.phase("recompute"):
+        # One recompute context for the whole reverse sweep: layers re-run here must
+        # not update state, and the RNG is put back where the forward pass left it.
+        with recompute_context(rng_state={}):
+            for action in actions:
+                if action.kind == "reverse":
+                    if g is not None:
+                        grad_box.append(g)
+                        g = None
+                    g = run.reverse(action.i, grad_box)
+                    if g is None and action.i > 1:
+                        raise CheckpointError(f"checkpoint_sequential: no gradient reached the input of "
+                                              f"{_layer_name(run.layers, action.i)}")
+                else:
                     run.step(action, first_sweep=False)
-        _random.set_rng_state(resume)
         self.run = None
         return (g if self.needs_input_grad[0] else None,)
 
