@@ -33,8 +33,11 @@ class _Run:
         self.slots = {0: x.data}
         self.cur, self.cur_i = x.data, 0
         self.records = []          # (i, input leaf, output tensor), innermost last
-        self.rng = {}              # i -> RNG state before layer i's first run
-        self.meta = {}             # i -> (shape, dtype) of x_i in the first sweep
+        # Per layer: the RNG state before its first run and the (shape, dtype) it produced.
+        # Lists of shared objects (consecutive equal entries are one object), so a deep
+        # chain costs a pointer per layer here, not a dict.
+        self.rng = [None] * (len(layers) + 1)
+        self.meta = [None] * (len(layers) + 1)
         self.devs = rng_devices([x])
 
     def _leaf(self, i):
@@ -51,7 +54,8 @@ class _Run:
         layer = self.layers[i - 1]
         x = self._leaf(i)
         if first_sweep:
-            self.rng[i] = _random.get_rng_state(self.devs)
+            state = _random.get_rng_state(self.devs)
+            self.rng[i] = self.rng[i - 1] if state == self.rng[i - 1] else state
         else:
             _random.set_rng_state(self.rng[i])
         with (enable_grad() if record else no_grad()):
@@ -60,7 +64,8 @@ class _Run:
             if not isinstance(y, Tensor):
                 raise CheckpointError(f"checkpoint_sequential: {_layer_name(self.layers, i)} returned "
                                       f"{type(y).__name__}; every layer must return one Tensor")
-            self.meta[i] = (y.shape, y.dtype)
+            meta = (y.shape, y.dtype)
+            self.meta[i] = self.meta[i - 1] if meta == self.meta[i - 1] else meta
         elif (y.shape, y.dtype) != self.meta[i]:
             check_same_meta(_layer_name(self.layers, i), [self.meta[i]], [(y.shape, y.dtype)])
         if record:
@@ -104,7 +109,7 @@ class SequentialCheckpoint(Function):
     takes_grad_box = True
 
     def backward(self, box):
-        run, actions = self.run, self.schedule.actions[self.schedule.split:]
+        run, actions = self.run, self.schedule.backward_actions()
         grad_box = [box.pop()]
         g = None
         # One recompute context for the whole reverse sweep: layers re-run here must
@@ -147,7 +152,7 @@ def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
         return x
     run = _Run(layers, schedule, x)
     with watch_requires_grad() as touched:
-        for action in schedule.actions[:schedule.split]:
+        for action in schedule.forward_actions():
             run.step(action, first_sweep=True)
     last = run.records[-1][2] if run.records and run.records[-1][0] == schedule.L else None
     needs = touched[0] or x.requires_grad or (last is not None and last.requires_grad) or \

@@ -26,6 +26,7 @@ measured peak exceeds this by the temporaries one layer's backward creates
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,14 +73,20 @@ class Schedule:
         self.layer_flops = params.pop("layer_flops", None)
         self.note = params.pop("note", None)
         self._check()
+        self._split = self.split
 
     @property
     def split(self) -> int:
         """Index of the first ``reverse``: actions before it run in the forward pass."""
-        for n, a in enumerate(self.actions):
-            if a.kind == "reverse":
-                return n
-        return len(self.actions)
+        return next((n for n, a in enumerate(self.actions) if a.kind == "reverse"), len(self.actions))
+
+    def forward_actions(self):
+        """The first sweep: the actions run by the forward pass (an iterator, no copy)."""
+        return itertools.islice(self.actions, 0, self._split)
+
+    def backward_actions(self):
+        """The rest: the actions run during backward (an iterator, no copy)."""
+        return itertools.islice(self.actions, self._split, None)
 
     def _check(self):
         """Replay the actions symbolically; a malformed schedule fails here, not halfway through a step."""
@@ -87,7 +94,7 @@ class Schedule:
         for a in self.actions:
             k, i = a.kind, a.i
             if k in ("advance", "record", "keep") and cur != (i - 1 if k != "keep" else i):
-                raise ScheduleError(f"{self}: {a} but the current activation is "
+                raise ScheduleError(f"{self.strategy}(L={self.L}): {a} but the current activation is "
                                     f"{'none (restore one first)' if cur is None else f'x{cur}'}")
             if k in ("advance", "record"):
                 cur = i
@@ -95,7 +102,7 @@ class Schedule:
                     records.append(i)
             elif k == "reverse":
                 if not records or records[-1] != i:
-                    raise ScheduleError(f"{self}: {a} but layer {i} is not the last recorded")
+                    raise ScheduleError(f"{self.strategy}(L={self.L}): {a} but layer {i} is not the last recorded")
                 records.pop()
                 reversed_.append(i)
                 cur = None
@@ -103,14 +110,14 @@ class Schedule:
                 slots.add(i)
             elif k == "restore":
                 if i not in slots:
-                    raise ScheduleError(f"{self}: {a} but x{i} is not in a slot")
+                    raise ScheduleError(f"{self.strategy}(L={self.L}): {a} but x{i} is not in a slot")
                 cur = i
             elif k == "drop":
                 slots.discard(i)
             else:
-                raise ScheduleError(f"{self}: unknown action {a}")
+                raise ScheduleError(f"{self.strategy}(L={self.L}): unknown action {a}")
         if reversed_ != list(range(self.L, 0, -1)):
-            raise ScheduleError(f"{self}: layers must be reversed in the order L..1")
+            raise ScheduleError(f"{self.strategy}(L={self.L}): layers must be reversed in the order L..1")
 
     def simulate(self) -> Simulation:
         """Predict layer forwards and peak memory (units) of running this schedule."""
