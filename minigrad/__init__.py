@@ -3,8 +3,8 @@ from . import tensor as _tensor_module  # first: it completes the tensor <-> aut
 from . import autograd, backend, errors, profiler, random
 from .autograd import enable_grad, is_grad_enabled, no_grad, tape
 from .backend import cuda_available, device
-from .errors import (CheckpointError, DeviceError, DTypeError, GradcheckError, GraphError, IndexingError,
-                     MinigradError, ScheduleError, ShapeError)
+from .errors import (ArgumentError, CheckpointError, DeviceError, DTypeError, GradcheckError, GraphError,
+                     IndexingError, MinigradError, ScheduleError, ShapeError)
 from .profiler import profile
 from .random import manual_seed
 from .tensor import (Tensor, concatenate, exp, get_default_dtype, log, maximum, ones, rand, randn, relu,

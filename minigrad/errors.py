@@ -5,6 +5,10 @@ class MinigradError(Exception):
     """Base class of every error minigrad raises on purpose."""
 
 
+class ArgumentError(MinigradError, ValueError):
+    """An option outside what the op or optimizer accepts (reduction="avg", p=1.5, lr=-1, ...)."""
+
+
 class ShapeError(MinigradError, ValueError):
     """Operands whose shapes do not fit the op (matmul, broadcasting, reshape...)."""
 

@@ -40,17 +40,21 @@ def _check_broadcast(op, a, b):
             "equal or 1). Reshape one operand, e.g. x.reshape(...) or add a length-1 axis.") from None
 
 
-def _norm_axis(axis, ndim):
+def _norm_axis(axis, ndim, op="reduction"):
     """``axis`` as a sorted tuple of non-negative ints (None means every axis)."""
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     out = []
     for a in axis:
-        if not -ndim <= a < max(ndim, 1):
-            raise ShapeError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
-        out.append(a % ndim if ndim else 0)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimension(s); "
+                             f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else
+                             f"{op}: axis {a} is out of range for a 0-d tensor; use axis=None")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: axis {tuple(axis)} names the same dimension twice; list each axis once")
     return tuple(sorted(out))
 
 
@@ -165,6 +169,12 @@ class Where(Function):
 
     def forward(self, a, b, cond):
         _check_broadcast("where", a, b)
+        try:
+            np.broadcast_shapes(cond.shape, a.shape, b.shape)
+        except ValueError:
+            raise ShapeError(f"where: the condition of shape {cond.shape} does not broadcast with the operands "
+                             f"of shapes {a.shape} and {b.shape}; give it a shape that broadcasts to "
+                             f"{np.broadcast_shapes(a.shape, b.shape)}") from None
         out = xp_of(a).where(cond, a, b)
         if self.requires_grad:
             self.save_for_backward(cond)
@@ -241,12 +251,18 @@ class Linear(Function):
             raise ShapeError(
                 f"linear: input of shape {x.shape} has {x.shape[-1]} features but the weight of shape "
                 f"{w.shape} expects {w.shape[1]} (weight is (out_features, in_features)).")
+        if b is not None and b.shape != (w.shape[0],):
+            raise ShapeError(f"linear: bias of shape {b.shape} does not fit the weight of shape {w.shape}; "
+                             f"it needs shape ({w.shape[0]},), one value per output feature")
         if self.requires_grad:
             self.save_for_backward(x, w)
             self.has_bias = b is not None
         y = x @ w.T
         if b is not None:
-            y += b
+            if b.dtype == y.dtype:
+                y += b
+            else:  # in place would cast a float64 bias down to a float32 product; follow NumPy promotion
+                y = y + b
         return y
 
     def backward(self, g):
@@ -444,7 +460,7 @@ class Dropout(_Unary):
 
 class Sum(Function):
     def forward(self, a, axis=None, keepdims=False):
-        self.axes = _norm_axis(axis, a.ndim)
+        self.axes = _norm_axis(axis, a.ndim, type(self).__name__.lower())
         self.keepdims, self.in_shape = keepdims, a.shape
         return xp_of(a).sum(a, axis=self.axes, keepdims=keepdims)
 
@@ -471,7 +487,7 @@ class Max(Function):
 
     def forward(self, a, axis=None, keepdims=False):
         xp = xp_of(a)
-        axes = _norm_axis(axis, a.ndim)
+        axes = _norm_axis(axis, a.ndim, "max")
         if a.size == 0:
             raise ShapeError(f"max of an empty tensor of shape {a.shape} has no value")
         out = xp.max(a, axis=axes, keepdims=True)
@@ -496,7 +512,7 @@ class Var(Function):
 
     def forward(self, a, axis=None, keepdims=False, ddof=0):
         xp = xp_of(a)
-        axes = _norm_axis(axis, a.ndim)
+        axes = _norm_axis(axis, a.ndim, "var")
         n = math.prod(a.shape[i] for i in axes) if a.ndim else 1
         if n - ddof <= 0:
             raise ShapeError(f"var over {n} element(s) with ddof={ddof} divides by {n - ddof}: "
@@ -596,6 +612,10 @@ class Stack(Function):
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             raise ShapeError(f"stack: all tensors must have the same shape, got {[a.shape for a in arrays]}")
+        nd = arrays[0].ndim + 1
+        if not -nd <= axis < nd:
+            raise ShapeError(f"stack: axis {axis} is out of range for stacking {arrays[0].ndim}-d tensors; "
+                             f"use an axis in [{-nd}, {nd - 1}]")
         out = xp_of(arrays[0]).stack(arrays, axis=axis)
         self.axis = axis % out.ndim
         return out
@@ -612,6 +632,7 @@ class Stack(Function):
 class LogSoftmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
+        (axis,) = _norm_axis(axis, a.ndim, "log_softmax")
         shifted = a - xp.max(a, axis=axis, keepdims=True)
         out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
         self.save_for_backward(out)
@@ -630,6 +651,7 @@ class LogSoftmax(Function):
 class Softmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
+        (axis,) = _norm_axis(axis, a.ndim, "softmax")
         e = xp.exp(a - xp.max(a, axis=axis, keepdims=True))
         out = e / xp.sum(e, axis=axis, keepdims=True)
         self.save_for_backward(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from . import profiler
-from .errors import MinigradError
+from .errors import ArgumentError, MinigradError
 
 
 class Optimizer:
@@ -15,7 +15,7 @@ class Optimizer:
         if not self.params:
             raise MinigradError(f"{type(self).__name__}: got an empty parameter list; pass model.parameters()")
         if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+            raise ArgumentError(f"{type(self).__name__}: lr must be positive, got {lr}")
         self.lr = lr
         self.state: dict = {}   # id(param) -> dict of arrays
 
@@ -38,7 +38,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
         if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+            raise ArgumentError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def step(self):
@@ -71,7 +71,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
+            raise ArgumentError(f"Adam: betas must lie in [0, 1), got {betas}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
     def step(self):

@@ -141,9 +141,14 @@ class Tensor:
                                  "grad= of the same shape, or reduce it first (loss = y.sum())")
             g = xp.ones(self.shape, dtype=self.dtype)
         else:
-            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            # a copy: gradients can pass through ops unchanged into a leaf's .grad, which must not alias
+            # an array the caller still holds
+            g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
             if g.shape != self.shape:
                 raise GraphError(f"backward(): grad has shape {g.shape} but the output has shape {self.shape}")
+        if self._node is None:  # a leaf: d(self)/d(self) is the identity, there is no tape to walk
+            autograd._accumulate_leaf(self, g, set())
+            return
         box = [(self, g)]
         del g, grad
         autograd.run_backward(box, retain_graph=retain_graph)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import autograd, ops
 from .. import random as _random
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ..tensor import Tensor, tensor
 
 
@@ -19,7 +19,7 @@ def relu(x):
 def gelu(x, approximate="none"):
     """x·Φ(x) with the exact erf (``approximate="tanh"`` for the tanh formula), as in PyTorch."""
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ArgumentError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return ops.GELU.apply(_t(x), approximate=approximate)
 
 
@@ -36,7 +36,7 @@ def log_softmax(x, axis=-1):
 def cross_entropy(logits, target, reduction="mean"):
     """Cross-entropy of (N, C) logits against (N,) integer class indices; reduction mean|sum|none."""
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ArgumentError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     target = target.data if isinstance(target, Tensor) else _t(logits).device.xp.asarray(target)
     return ops.CrossEntropy.apply(_t(logits), target=target, reduction=reduction)
 
@@ -52,7 +52,7 @@ def mse_loss(pred, target, reduction="mean"):
         return sq.sum()
     if reduction == "none":
         return sq
-    raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise ArgumentError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def dropout(x, p=0.5, training=True):
@@ -61,7 +61,7 @@ def dropout(x, p=0.5, training=True):
     The mask comes from the device's generator, so checkpoint recompute replays it.
     """
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must lie in [0, 1], got {p}")
+        raise ArgumentError(f"dropout: p must lie in [0, 1], got {p}")
     x = _t(x)
     if not training or p == 0.0:
         return x

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import random as _random
 from ..backend import device as _device
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..tensor import Tensor, get_default_dtype
 from . import functional as F
 from .module import Module, Parameter, _check_device
@@ -87,7 +87,7 @@ class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must lie in [0, 1], got {p}")
+            raise ArgumentError(f"Dropout: p must lie in [0, 1], got {p}")
         self.p = p
 
     def forward(self, x):
