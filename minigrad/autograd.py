@@ -191,6 +191,7 @@ def run_backward(box: list, retain_graph: bool = False):
     heap = []
     buffers = {}
     assigned: set = set()
+    root = g = node = buf = None
     while box:
         root, g = box.pop()
         node = root._node

@@ -29,7 +29,9 @@ def device(request):
 @pytest.fixture
 def torch():
     """PyTorch, or skip the test cleanly when it is not installed."""
-    return pytest.importorskip("torch", reason="PyTorch is not installed (it is an optional oracle)")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (it is an optional oracle)")
+    gc.freeze()      # torch's many long-lived objects would slow every later gc.collect()
+    return torch
 
 
 @pytest.fixture(autouse=True)

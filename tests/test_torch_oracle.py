@@ -14,12 +14,15 @@ TOL = dict(rtol=1e-10, atol=1e-12)
 
 @pytest.fixture(scope="module", autouse=True)
 def _torch_out_of_the_cycle_collector():
-    """Importing torch leaves many long-lived objects that every ``gc.collect()`` would walk again."""
+    """Importing torch leaves many long-lived objects that every ``gc.collect()`` would walk again.
+
+    They stay frozen for the rest of the session: torch stays imported, and every later
+    test's ``gc.collect()`` would otherwise walk them all.
+    """
     pytest.importorskip("torch", reason="PyTorch is not installed (it is an optional oracle)")
     gc.collect()
     gc.freeze()
     yield
-    gc.unfreeze()
 
 
 def rng(seed=0):
