@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
-
 from . import profiler
 from . import tensor as _t
 from .errors import GraphError
@@ -287,5 +285,14 @@ def tape(t) -> Tape:
     return Tape(nodes)
 
 
-def prod(shape) -> int:
-    return math.prod(shape)
+def leaves(t) -> list:
+    """The leaf tensors requiring grad that ``t`` depends on (its parameters and inputs)."""
+    out, seen = [], set()
+    for n in tape(t).nodes:
+        for e in n.next or ():
+            if e is not None and isinstance(e[0], _t.Tensor) and id(e[0]) not in seen:
+                seen.add(id(e[0]))
+                out.append(e[0])
+    if t._node is None and t.requires_grad:
+        out.append(t)
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import autograd, profiler
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ScheduleError
 from ..tensor import Tensor
 from .function import check_same_meta, recompute_context, rng_devices, watch_requires_grad
 from . import schedules
@@ -174,10 +174,70 @@ def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
     return Tensor._make(out_data, x.device, True, node, 0)
 
 
+def measure_chain(layers, x: Tensor):
+    """One recorded forward of each layer: output bytes, extra saved bytes, FLOPs, parameter-gradient bytes.
+
+    Runs inside the recompute context, so BatchNorm statistics and the random
+    generators are left exactly as they were. Returns four lists indexed 0..L
+    (index 0 is the input; its other entries are 0). A parameter shared by
+    several layers is counted at the last of them: backward reaches it first.
+    """
+    sizes, extras, flops, params = [x.data.nbytes], [0], [0], [0]
+    seen = set()
+    found = []
+    cur = x.data
+    with recompute_context(rng_state=_random.get_rng_state(rng_devices([x]))):
+        for layer in layers:
+            leaf = Tensor._make(cur, x.device, True, None, 0)
+            before = profiler.live_bytes()
+            with profiler.profile() as prof, enable_grad():
+                y = layer(leaf)
+            held = profiler.live_bytes() - before
+            out = y.data
+            sizes.append(out.nbytes)
+            extras.append(max(0, held - out.nbytes))
+            flops.append(prof.flops["recompute"])
+            found.append([t for t in autograd.leaves(y) if t is not leaf])
+            del y, leaf
+            cur = out
+    params += [0] * len(found)
+    for i in range(len(found), 0, -1):
+        for t in found[i - 1]:
+            if id(t) not in seen:
+                seen.add(id(t))
+                params[i] += t.data.nbytes
+    return sizes, extras, flops, params
+
+
+_plans: dict = {}
+
+
 def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None) -> Schedule:
-    """The Schedule ``checkpoint_sequential`` would run (print it, or call ``.simulate()``)."""
-    L = len(list(layers))
-    return schedules.make(strategy, L, segments=segments, slots=slots)
+    """The Schedule ``checkpoint_sequential`` would run (print it, or call ``.simulate()``).
+
+    For ``strategy="budget"`` this measures the chain on ``x`` once (sizes, FLOPs)
+    and solves for the cheapest schedule within ``budget`` (bytes or a string
+    like "64MB"); the plan is cached for the same layers, input shape and budget.
+    """
+    layers = list(layers)
+    L = len(layers)
+    if strategy != "budget":
+        return schedules.make(strategy, L, segments=segments, slots=slots)
+    if budget is None:
+        raise ScheduleError("strategy='budget' needs budget= (bytes, or a string like '64MB')")
+    if not isinstance(x, Tensor):
+        raise ScheduleError("strategy='budget' measures the layers on an input: pass x (a Tensor)")
+    limit = schedules.parse_bytes(budget)
+    key = (tuple(id(layer) for layer in layers), tuple(getattr(layer, "training", None) for layer in layers),
+           x.shape, str(x.dtype), str(x.device), limit)
+    sched = _plans.get(key)
+    if sched is None:
+        sizes, extras, flops, params = measure_chain(layers, x)
+        sched = schedules.budget(sizes, extras, flops, limit, params=params)
+        if len(_plans) > 64:
+            _plans.clear()
+        _plans[key] = sched
+    return sched
 
 
 def checkpoint_sequential(layers, x, strategy="sqrt", segments=None, slots=None, budget=None) -> Tensor:

@@ -56,6 +56,8 @@ class Simulation:
     recomputed_forwards: int   # layer_forwards - layers
     peak_units: int            # activations alive at once, gradients in flight included
     peak_slots: int            # slots in use at once (the input counted)
+    peak_bytes: int = None     # the same peak weighted by measured sizes, when known
+    recompute_flops: int = None  # FLOPs of the recomputed forwards, when known
 
     @property
     def recompute_ratio(self) -> float:
@@ -68,9 +70,10 @@ class Schedule:
 
     def __init__(self, strategy: str, L: int, actions, **params):
         self.strategy, self.L, self.actions, self.params = strategy, L, tuple(actions), params
-        self.unit_bytes = params.pop("unit_bytes", None)
-        self.layer_bytes = params.pop("layer_bytes", None)
-        self.layer_flops = params.pop("layer_flops", None)
+        self.layer_bytes = params.pop("layer_bytes", None)     # bytes of x_0..x_L
+        self.extra_bytes = params.pop("extra_bytes", None)     # bytes a recorded layer saves beyond x_{i-1}, x_i
+        self.layer_flops = params.pop("layer_flops", None)     # forward FLOPs of layers 1..L (index 0 unused)
+        self.param_bytes = params.pop("param_bytes", None)     # bytes of the parameter gradients of layer i
         self.note = params.pop("note", None)
         self._check()
         self._split = self.split
@@ -120,43 +123,33 @@ class Schedule:
             raise ScheduleError(f"{self.strategy}(L={self.L}): layers must be reversed in the order L..1")
 
     def simulate(self) -> Simulation:
-        """Predict layer forwards and peak memory (units) of running this schedule."""
-        cur, slots, records = 0, {0}, []
-        forwards, peak, peak_slots = 0, 0, 1
-        grads = 0
-        for a in self.actions:
-            k, i = a.kind, a.i
-            if k in ("advance", "record"):
-                forwards += 1
-                held = _held(slots, records, cur) | {i}
-                if k == "advance":
-                    held.add(i - 1)           # input and output coexist for a moment
-                peak = max(peak, len(held) + grads)
-                cur = i
-                if k == "record":
-                    records.append(i)
-            elif k == "reverse":
-                grads = 1
-                held = _held(slots, records, cur)
-                peak = max(peak, len(held) + 2)
-                records.pop()
-                cur = None
-            elif k == "keep":
-                slots.add(i)
-                peak_slots = max(peak_slots, len(slots))
-            elif k == "restore":
-                cur = i
-            elif k == "drop":
-                slots.discard(i)
-            peak = max(peak, len(_held(slots, records, cur)) + grads)
-        return Simulation(self.L, forwards, forwards - self.L, peak, peak_slots)
+        """Predict layer forwards, peak memory and recompute of running this schedule.
+
+        Units count activations (each x_i is one unit). When the schedule knows
+        its layers' sizes (the budget planner measures them) the peak is also
+        given in bytes, and recompute in FLOPs.
+        """
+        forwards, peak_units, peak_slots, _ = _replay(self.actions, None, None, None, None)
+        peak_bytes = recompute_flops = None
+        if self.layer_bytes is not None:
+            _, peak_bytes, _, recompute_flops = _replay(self.actions, self.layer_bytes, self.extra_bytes,
+                                                        self.layer_flops, self.param_bytes)
+        return Simulation(self.L, forwards, forwards - self.L, peak_units, peak_slots, peak_bytes, recompute_flops)
+
+    @property
+    def kept(self) -> list:
+        """Activations the forward pass keeps in slots (besides the input x_0)."""
+        return [a.i for a in self.forward_actions() if a.kind == "keep"]
 
     def summary(self) -> str:
         """One line: strategy, forwards, recompute and predicted peak."""
         s = self.simulate()
-        extra = "".join(f", {k}={v}" for k, v in self.params.items())
-        return (f"{self.strategy}(L={self.L}{extra}): {s.layer_forwards} layer forwards "
+        extra = "".join(f", {k}={v:,}" if isinstance(v, int) else f", {k}={v}" for k, v in self.params.items())
+        text = (f"{self.strategy}(L={self.L}{extra}): {s.layer_forwards} layer forwards "
                 f"({s.recomputed_forwards} recomputed), peak {s.peak_units} units, {s.peak_slots} slots")
+        if s.peak_bytes is not None:
+            text += f"; predicted peak {s.peak_bytes:,} bytes, recompute {s.recompute_flops:,} FLOPs"
+        return text
 
     def timeline(self) -> str:
         """The actions as text: the forward pass on one line, then a line per restore in backward."""
@@ -197,14 +190,60 @@ class Schedule:
         return text
 
 
-def _held(slots, records, cur):
-    held = set(slots)
-    if cur is not None:
-        held.add(cur)
-    for r in records:
-        held.add(r - 1)
-        held.add(r)
-    return held
+def _replay(actions, size, extra, flops, params):
+    """Walk the actions, tracking what is alive; ``size[i]`` weighs x_i (1 each when None).
+
+    Alive at any moment: the slots, the current activation, each recorded
+    layer's input, output and extra saved bytes, the gradient in flight (two
+    while a layer is reversed: g_i and g_{i-1}) and, when ``params`` is given,
+    the parameter gradients of the layers reversed so far (a layer's appear
+    while it is reversed). Returns (layer forwards, peak, peak slots, recompute FLOPs).
+    """
+    w = (lambda i: 1) if size is None else size.__getitem__
+    x = (lambda i: 0) if extra is None else extra.__getitem__
+    pg = (lambda i: 0) if params is None else params.__getitem__
+    param_grads = 0
+    cur, slots, records = 0, {0}, []
+    forwards, peak, peak_slots, grad, done_first = 0, 0, 1, 0, [False]
+    ran = set()
+    recompute = 0
+
+    def alive(*more):
+        held = set(slots)
+        if cur is not None:
+            held.add(cur)
+        for r in records:
+            held.add(r - 1)
+            held.add(r)
+        held.update(more)
+        return sum(w(i) for i in held) + sum(x(r) for r in records) + param_grads
+
+    for a in actions:
+        k, i = a.kind, a.i
+        if k in ("advance", "record"):
+            forwards += 1
+            if i in ran and flops is not None:
+                recompute += flops[i]
+            ran.add(i)
+            peak = max(peak, alive(i - 1, i) + grad + (x(i) if k == "record" else 0))
+            cur = i
+            if k == "record":
+                records.append(i)
+        elif k == "reverse":
+            param_grads += pg(i)
+            peak = max(peak, alive() + w(i) + w(i - 1))
+            records.pop()
+            cur = None
+            grad = w(i - 1)
+        elif k == "keep":
+            slots.add(i)
+            peak_slots = max(peak_slots, len(slots))
+        elif k == "restore":
+            cur = i
+        elif k == "drop":
+            slots.discard(i)
+        peak = max(peak, alive() + grad)
+    return forwards, peak, peak_slots, recompute
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -374,6 +413,28 @@ def revolve(L: int, slots: int) -> Schedule:
     return Schedule("revolve", L, acts, slots=slots)
 
 
+def parse_bytes(text) -> int:
+    """A byte count from 2048, "64MB", "1.5GiB" or "512kB" (kB/MB/GB decimal, KiB/MiB/GiB binary)."""
+    if isinstance(text, bool):
+        raise ScheduleError(f"budget must be a number of bytes or a string like '64MB', got {text!r}")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), ""
+    else:
+        raw = str(text).strip().replace(" ", "")
+        num = raw.rstrip("kKmMgGiIbB")
+        unit = raw[len(num):].lower()
+        try:
+            value = float(num)
+        except ValueError:
+            raise ScheduleError(f"cannot read a byte size from {text!r}; write e.g. 2048, '64MB' or '1.5GiB'") from None
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    if unit not in units:
+        raise ScheduleError(f"unknown unit {unit!r} in {text!r}; use B, kB, MB, GB, KiB, MiB or GiB")
+    if not math.isfinite(value) or value < 0:
+        raise ScheduleError(f"a budget must be a non-negative number of bytes, got {text!r}")
+    return int(value * units[unit])
+
+
 def make(strategy: str, L: int, segments=None, slots=None) -> Schedule:
     """The schedule for a strategy by name (``budget`` needs measurements: see ``executor.plan``)."""
     if strategy not in STRATEGIES:
@@ -394,3 +455,203 @@ def make(strategy: str, L: int, segments=None, slots=None) -> Schedule:
 def default_slots(L: int) -> int:
     """Revolve's default: ⌈log2 L⌉ + 1 slots, the memory of recursive bisection with fewer forwards."""
     return max(1, math.ceil(math.log2(L))) + 1 if L > 1 else 1
+
+
+# --------------------------------------------------------------------------- the budget planner
+
+
+def _quantum(values, budget, max_bins):
+    """The memory step of the planner: the gcd of all sizes, coarsened so budget/step <= max_bins."""
+    q = 0
+    for v in values:
+        q = math.gcd(q, int(v))
+    q = max(q, 1)
+    if budget // q > max_bins:
+        q = -(-budget // max_bins)
+    return q
+
+
+def budget(sizes, extras, flops, budget_bytes, params=None, runs=True, max_bins=1024) -> Schedule:
+    """The schedule with the fewest forward FLOPs whose predicted peak fits ``budget_bytes``.
+
+    ``sizes[i]`` are the bytes of x_0..x_L, ``extras[i]`` what recording layer i
+    saves beyond its input and output, ``flops[i]`` its forward FLOPs and
+    ``params[i]`` the bytes of its parameters' gradients (index 0 unused). The
+    budget covers everything a step adds: activations, their gradients and the
+    parameter gradients, which appear as backward reaches each layer. A dynamic program in the spirit of Beaumont et al. (2019),
+    "Optimal checkpointing for heterogeneous chains": to reverse layers a+1..b
+    with x_a stored, either
+
+    1. advance to some m, keep x_m, reverse m+1..b with x_m's memory taken,
+       drop x_m, then reverse a+1..m; or
+    2. advance to some c without keeping it, record layers c+1..b as one run
+       and reverse them, then reverse a+1..c (``runs=False`` allows only runs of
+       one layer, which is the space Revolve searches).
+
+    Memory is counted exactly as ``Schedule.simulate`` counts it, on a grid of
+    ``q`` bytes (the gcd of the sizes, coarser only if the budget would need
+    more than ``max_bins`` steps; sizes are then rounded up, so the plan still
+    fits). Raises ScheduleError stating the minimum feasible budget.
+    """
+    import numpy as np  # noqa: PLC0415  (vectorises the DP over memory levels only)
+
+    L = len(sizes) - 1
+    _check_L(L)
+    if budget_bytes < 0:
+        raise ScheduleError(f"budget must be a non-negative number of bytes, got {budget_bytes}")
+    params = list(params) if params is not None else [0] * (L + 1)
+    q = _quantum(list(sizes) + [v for v in list(extras[1:]) + params[1:] if v] + [budget_bytes or 1],
+                 budget_bytes or 1, max_bins)
+    A = [-(-int(v) // q) for v in sizes]
+    E = [0] + [-(-int(v) // q) for v in extras[1:]]
+    Pb = [0] + [-(-int(v) // q) for v in params[1:]]
+    # G[i]: parameter gradients alive once layer i is reversed (those of layers i..L)
+    G = [0] * (L + 2)
+    for i in range(L, 0, -1):
+        G[i] = G[i + 1] + Pb[i]
+    K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
+    top_needed = _minimum_budget_bins(A, E, G)
+    if K < top_needed - A[0]:
+        need = (top_needed) * q
+        raise ScheduleError(
+            f"budget of {budget_bytes:,} bytes is below the minimum this chain needs: {need:,} bytes "
+            f"(about {need / max(sizes[1:]):.1f} units of the largest activation, {max(sizes[1:]):,} bytes). "
+            "Raise the budget, or shrink the batch.")
+    F = [0] * (L + 1)
+    for i in range(1, L + 1):
+        F[i] = F[i - 1] + flops[i]
+    INF = math.inf
+    n = K + 1
+
+    def shifted(arr, s):                           # arr[k - s], inf below s
+        if s <= 0:
+            return arr
+        if s >= n:
+            return np.full(n, INF)
+        return np.concatenate([np.full(s, INF), arr[: n - s]])
+
+    def from_level(p):                             # 0 where k >= p, inf below
+        out = np.zeros(n)
+        out[: max(0, min(p, n))] = INF
+        return out
+
+    # T[a, c]: transient of advancing a -> c without recording (x_a is in a slot);
+    # R[c, b]: peak of recording c+1..b as one run and reversing it (x_c not counted),
+    # with the parameter gradients of the layers reversed so far.
+    T, R = {}, {}
+    for a in range(L + 1):
+        t, total, peak = 0, 0, 0
+        T[a, a] = 0
+        for j in range(a + 1, L + 1):
+            t = max(t, A[j - 1] * (j - 1 != a) + A[j])
+            T[a, j] = t
+            total += A[j] + E[j]
+            peak = max(peak, total + A[j] + A[j - 1] + G[j])
+            R[a, j] = peak
+    def transient(a, c):
+        return T[a, c]
+
+    def run_peak(c, b):
+        return R[c, b]
+
+    C = {}
+    for a in range(L + 1):
+        C[a, a] = np.zeros(n)
+    for length in range(1, L + 1):
+        for a in range(0, L - length + 1):
+            b = a + length
+            best = np.full(n, INF)
+            for m in range(a + 1, b):
+                cand = (F[m] - F[a]) + shifted(C[m, b], A[m]) + C[a, m] + from_level(transient(a, m) + A[b] + G[b + 1])
+                np.minimum(best, cand, out=best)
+            for c in (range(a, b) if runs else (b - 1,)):
+                p = max(transient(a, c) + A[b] + G[b + 1], A[c] * (c != a) + run_peak(c, b))
+                cand = (F[c] - F[a]) + (F[b] - F[c]) + C[a, c] + from_level(p)
+                np.minimum(best, cand, out=best)
+            C[a, b] = best
+
+    # the first sweep: no gradient exists yet while it advances
+    top = {L: np.zeros(n)}
+    for a in range(L - 1, -1, -1):
+        best = np.full(n, INF)
+        for m in range(a + 1, L):
+            cand = (F[m] - F[a]) + shifted(top[m], A[m]) + C[a, m] + from_level(transient(a, m))
+            np.minimum(best, cand, out=best)
+        for c in (range(a, L) if runs else (L - 1,)):
+            p = max(transient(a, c), A[c] * (c != a) + run_peak(c, L))
+            cand = (F[L] - F[a]) + C[a, c] + from_level(p)
+            np.minimum(best, cand, out=best)
+        top[a] = best
+
+    acts = []
+
+    def emit(a, b, k, first):
+        """Rebuild the choice behind C (or top) at memory level k, appending actions."""
+        if a == b:
+            return
+        target = (top[a] if first else C[a, b])[k]
+        g = 0 if first else A[b] + G[b + 1]
+        for m in range(a + 1, b):
+            right = top[m] if first else C[m, b]
+            km = k - A[m]
+            if km < 0 or transient(a, m) + g > k:
+                continue
+            if math.isclose((F[m] - F[a]) + right[km] + C[a, m][k], target, rel_tol=1e-12, abs_tol=1e-9):
+                acts.append(Action("restore", a))
+                acts.extend(Action("advance", j) for j in range(a + 1, m + 1))
+                acts.append(Action("keep", m))
+                emit(m, b, km, first)
+                acts.append(Action("drop", m))
+                emit(a, m, k, False)
+                return
+        for c in (range(a, b) if runs else (b - 1,)):
+            p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b))
+            if p > k:
+                continue
+            if math.isclose((F[b] - F[a]) + C[a, c][k], target, rel_tol=1e-12, abs_tol=1e-9):
+                acts.append(Action("restore", a))
+                acts.extend(Action("advance", j) for j in range(a + 1, c + 1))
+                acts.extend(Action("record", j) for j in range(c + 1, b + 1))
+                acts.extend(Action("reverse", j) for j in range(b, c, -1))
+                emit(a, c, k, False)
+                return
+        raise AssertionError("budget planner: no choice reproduces the optimum")  # pragma: no cover
+
+    emit(0, L, K, True)
+    acts = _tidy(acts)
+    return Schedule("budget", L, acts, budget=budget_bytes, layer_bytes=list(sizes), extra_bytes=list(extras),
+                    layer_flops=list(flops), param_bytes=params, note=f"planned on a {q}-byte grid")
+
+
+def _tidy(acts):
+    """Drop restores of the activation that is already current, and keeps/drops of x_0 (always held)."""
+    out, cur = [], 0
+    for a in acts:
+        if a.kind == "restore" and a.i == cur:
+            continue
+        if a.kind in ("keep", "drop") and a.i == 0:
+            continue
+        if a.kind in ("advance", "record"):
+            cur = a.i
+        elif a.kind == "reverse":
+            cur = None
+        elif a.kind == "restore":
+            cur = a.i
+        out.append(a)
+    return out
+
+
+def _minimum_budget_bins(A, E, G):
+    """The least memory (grid steps, x_0 included) any schedule needs: reverse each layer from x_0.
+
+    With one slot (x_0) every layer i is reached by advancing from x_0 and then
+    recorded alone; nothing needs less memory in this model.
+    """
+    L = len(A) - 1
+    worst = 0
+    for i in range(1, L + 1):
+        held = G[i + 1] + (A[i] if i < L else 0)          # gradients alive while advancing to x_{i-1}
+        adv = max((A[j - 1] * (j - 1 != 0) + A[j] for j in range(1, i)), default=0)
+        rec = A[i - 1] * (i - 1 != 0) + A[i] + E[i] + A[i] + A[i - 1] + G[i]
+        worst = max(worst, adv + held, rec)
+    return A[0] + worst
