@@ -92,14 +92,15 @@ class _Run:
         """Backpropagate the gradient in ``box`` through recorded layer i; returns the input's gradient."""
         j, x, y = self.records.pop()
         assert j == i, (j, i)
-        if y.requires_grad:
-            autograd.run_backward([(y, box.pop())])
-        else:
-            box.clear()
+        # Hand the output over to backward without keeping a reference here, so it can be
+        # freed as soon as the last op that saved it has run.
+        self.cur = None
+        roots = [(y, box.pop())] if y.requires_grad else []
+        box.clear()
         del y
+        autograd.run_backward(roots)
         g = x.grad.data if x.grad is not None else None
         del x
-        self.cur = None            # the reversed layer's output must not outlive its record
         return g
 
 
@@ -175,38 +176,66 @@ def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
 
 
 def measure_chain(layers, x: Tensor):
-    """One recorded forward of each layer: output bytes, extra saved bytes, FLOPs, parameter-gradient bytes.
+    """Run each layer once, recorded, and backward through it, measuring what the planner needs.
 
-    Runs inside the recompute context, so BatchNorm statistics and the random
-    generators are left exactly as they were. Returns four lists indexed 0..L
-    (index 0 is the input; its other entries are 0). A parameter shared by
-    several layers is counted at the last of them: backward reaches it first.
+    Returns ``(sizes, extras, flops, params, workspace)``: lists indexed 0..L
+    (index 0 is the input) of output bytes, bytes saved beyond input and
+    output, forward FLOPs and parameter-gradient bytes, and the largest
+    *workspace* of any layer: bytes NumPy allocates inside an op and frees
+    before it returns, which the profiler does not count but memory must hold
+    (measured with tracemalloc on the CPU when it is not already tracing;
+    otherwise 0). Runs inside the recompute context and restores every
+    gradient it touches, so BatchNorm statistics, random generators and
+    ``.grad`` are left exactly as they were. A parameter shared by several
+    layers is counted at the last of them: backward reaches it first.
     """
+    import tracemalloc  # noqa: PLC0415
+
     sizes, extras, flops, params = [x.data.nbytes], [0], [0], [0]
-    seen = set()
-    found = []
+    found, workspace = [], 0
+    trace = x.device.type == "cpu" and not tracemalloc.is_tracing()
+    if trace:
+        tracemalloc.start()
     cur = x.data
-    with recompute_context(rng_state=_random.get_rng_state(rng_devices([x]))):
-        for layer in layers:
-            leaf = Tensor._make(cur, x.device, True, None, 0)
-            before = profiler.live_bytes()
-            with profiler.profile() as prof, enable_grad():
-                y = layer(leaf)
-            held = profiler.live_bytes() - before
-            out = y.data
-            sizes.append(out.nbytes)
-            extras.append(max(0, held - out.nbytes))
-            flops.append(prof.flops["recompute"])
-            found.append([t for t in autograd.leaves(y) if t is not leaf])
-            del y, leaf
-            cur = out
+    try:
+        with recompute_context(rng_state=_random.get_rng_state(rng_devices([x]))):
+            for layer in layers:
+                leaf = Tensor._make(cur, x.device, True, None, 0)
+                before = profiler.live_bytes()
+                with profiler.profile() as prof, enable_grad():
+                    y = layer(leaf)
+                out = y.data
+                sizes.append(out.nbytes)
+                extras.append(max(0, profiler.live_bytes() - before - out.nbytes))
+                flops.append(prof.flops["recompute"])
+                used = [t for t in autograd.leaves(y) if t is not leaf]
+                found.append(used)
+                if y.requires_grad:
+                    kept = [(t, t.grad) for t in used]
+                    seed = y.device.xp.ones(y.shape, y.dtype)
+                    if trace:
+                        tracemalloc.reset_peak()
+                        start = tracemalloc.get_traced_memory()[0]
+                    with profiler.profile() as bprof:
+                        autograd.run_backward([(y, seed)])
+                    if trace:
+                        traced = tracemalloc.get_traced_memory()[1] - start
+                        workspace = max(workspace, traced - (bprof.peak_bytes - bprof.start_bytes))
+                    for t, g in kept:
+                        t.grad = g
+                del y, leaf
+                cur = out
+    finally:
+        if trace:
+            tracemalloc.stop()
     params += [0] * len(found)
+    seen = set()
     for i in range(len(found), 0, -1):
         for t in found[i - 1]:
             if id(t) not in seen:
                 seen.add(id(t))
                 params[i] += t.data.nbytes
-    return sizes, extras, flops, params
+    return sizes, extras, flops, params, workspace
 
 
 _plans: dict = {}
@@ -232,8 +261,8 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
            x.shape, str(x.dtype), str(x.device), limit)
     sched = _plans.get(key)
     if sched is None:
-        sizes, extras, flops, params = measure_chain(layers, x)
-        sched = schedules.budget(sizes, extras, flops, limit, params=params)
+        sizes, extras, flops, params, workspace = measure_chain(layers, x)
+        sched = schedules.budget(sizes, extras, flops, limit, params=params, reserve=workspace)
         if len(_plans) > 64:
             _plans.clear()
         _plans[key] = sched

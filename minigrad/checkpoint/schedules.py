@@ -471,14 +471,15 @@ def _quantum(values, budget, max_bins):
     return q
 
 
-def budget(sizes, extras, flops, budget_bytes, params=None, runs=True, max_bins=1024) -> Schedule:
+def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True, max_bins=1024) -> Schedule:
     """The schedule with the fewest forward FLOPs whose predicted peak fits ``budget_bytes``.
 
     ``sizes[i]`` are the bytes of x_0..x_L, ``extras[i]`` what recording layer i
     saves beyond its input and output, ``flops[i]`` its forward FLOPs and
     ``params[i]`` the bytes of its parameters' gradients (index 0 unused). The
     budget covers everything a step adds: activations, their gradients and the
-    parameter gradients, which appear as backward reaches each layer. A dynamic program in the spirit of Beaumont et al. (2019),
+    parameter gradients, which appear as backward reaches each layer; ``reserve``
+    bytes of it are set aside for the temporaries ops allocate internally. A dynamic program in the spirit of Beaumont et al. (2019),
     "Optimal checkpointing for heterogeneous chains": to reverse layers a+1..b
     with x_a stored, either
 
@@ -500,23 +501,19 @@ def budget(sizes, extras, flops, budget_bytes, params=None, runs=True, max_bins=
     if budget_bytes < 0:
         raise ScheduleError(f"budget must be a non-negative number of bytes, got {budget_bytes}")
     params = list(params) if params is not None else [0] * (L + 1)
-    q = _quantum(list(sizes) + [v for v in list(extras[1:]) + params[1:] if v] + [budget_bytes or 1],
-                 budget_bytes or 1, max_bins)
-    A = [-(-int(v) // q) for v in sizes]
-    E = [0] + [-(-int(v) // q) for v in extras[1:]]
-    Pb = [0] + [-(-int(v) // q) for v in params[1:]]
-    # G[i]: parameter gradients alive once layer i is reversed (those of layers i..L)
-    G = [0] * (L + 2)
-    for i in range(L, 0, -1):
-        G[i] = G[i + 1] + Pb[i]
-    K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
-    top_needed = _minimum_budget_bins(A, E, G)
-    if K < top_needed - A[0]:
-        need = (top_needed) * q
+    need = minimum_budget(sizes, extras, params) + reserve
+    requested, budget_bytes = budget_bytes, budget_bytes - reserve
+    if requested < need:
         raise ScheduleError(
-            f"budget of {budget_bytes:,} bytes is below the minimum this chain needs: {need:,} bytes "
+            f"budget of {requested:,} bytes is below the minimum this chain needs: {need:,} bytes "
             f"(about {need / max(sizes[1:]):.1f} units of the largest activation, {max(sizes[1:]):,} bytes). "
             "Raise the budget, or shrink the batch.")
+    values = list(sizes) + [v for v in list(extras[1:]) + params[1:] if v]
+    q = _quantum(values + [budget_bytes], budget_bytes, max_bins)
+    if _minimum_budget_bins(*_binned(sizes, extras, params, q)) * q > budget_bytes:
+        q = _quantum(values, budget_bytes, max(max_bins, budget_bytes))  # exact grid near the minimum
+    A, E, G = _binned(sizes, extras, params, q)
+    K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
     F = [0] * (L + 1)
     for i in range(1, L + 1):
         F[i] = F[i - 1] + flops[i]
@@ -619,8 +616,9 @@ def budget(sizes, extras, flops, budget_bytes, params=None, runs=True, max_bins=
 
     emit(0, L, K, True)
     acts = _tidy(acts)
-    return Schedule("budget", L, acts, budget=budget_bytes, layer_bytes=list(sizes), extra_bytes=list(extras),
-                    layer_flops=list(flops), param_bytes=params, note=f"planned on a {q}-byte grid")
+    note = f"planned on a {q}-byte grid" + (f", {reserve:,} bytes reserved for op temporaries" if reserve else "")
+    return Schedule("budget", L, acts, budget=requested, layer_bytes=list(sizes), extra_bytes=list(extras),
+                    layer_flops=list(flops), param_bytes=params, note=note)
 
 
 def _tidy(acts):
@@ -639,6 +637,26 @@ def _tidy(acts):
             cur = a.i
         out.append(a)
     return out
+
+
+def _binned(sizes, extras, params, q):
+    """Sizes on a grid of q bytes (rounded up), and G[i]: parameter-gradient steps alive from layer i on."""
+    L = len(sizes) - 1
+    A = [-(-int(v) // q) for v in sizes]
+    E = [0] + [-(-int(v) // q) for v in extras[1:]]
+    G = [0] * (L + 2)
+    for i in range(L, 0, -1):
+        G[i] = G[i + 1] + -(-int(params[i]) // q)
+    return A, E, G
+
+
+def minimum_budget(sizes, extras, params=None) -> int:
+    """The least budget (bytes) any schedule of this chain can run in: every layer reversed from x_0."""
+    params = list(params) if params is not None else [0] * len(sizes)
+    G = [0] * (len(sizes) + 1)
+    for i in range(len(sizes) - 1, 0, -1):
+        G[i] = G[i + 1] + params[i]
+    return _minimum_budget_bins(list(sizes), list(extras), G)
 
 
 def _minimum_budget_bins(A, E, G):
