@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -420,13 +421,10 @@ def parse_bytes(text) -> int:
     if isinstance(text, (int, float)):
         value, unit = float(text), ""
     else:
-        raw = str(text).strip().replace(" ", "")
-        num = raw.rstrip("kKmMgGiIbB")
-        unit = raw[len(num):].lower()
-        try:
-            value = float(num)
-        except ValueError:
-            raise ScheduleError(f"cannot read a byte size from {text!r}; write e.g. 2048, '64MB' or '1.5GiB'") from None
+        match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if match is None:
+            raise ScheduleError(f"cannot read a byte size from {text!r}; write e.g. 2048, '64MB' or '1.5GiB'")
+        value, unit = float(match.group(1)), match.group(2).lower()
     units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
     if unit not in units:
         raise ScheduleError(f"unknown unit {unit!r} in {text!r}; use B, kB, MB, GB, KiB, MiB or GiB")
