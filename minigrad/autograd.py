@@ -28,6 +28,9 @@ _seq = itertools.count()
 # runs without recording, we note whether it touched anything needing grad.
 _recompute_depth = [0]
 _watchers: list = []
+# Selective checkpointing: the innermost entry (or None, which hides ops from outer
+# checkpoints) decides which ops keep their outputs and replays them on recompute.
+_selective: list = []
 
 
 def is_grad_enabled() -> bool:
@@ -105,6 +108,13 @@ class Function:
         """Forward FLOPs given the input arrays and the output array."""
         return 0
 
+    def replay(self, *arrays, out, **kwargs):
+        """Set up for backward as ``forward`` would, reusing a kept output instead of computing it.
+
+        Only ops whose outputs selective checkpointing may keep implement this.
+        """
+        raise NotImplementedError(f"{self.name} cannot reuse a kept output")
+
     def backward_flops(self) -> int:
         """Backward FLOPs: by default the forward's once per input that needs a gradient."""
         return self.fwd_flops * sum(self.needs_input_grad)
@@ -144,8 +154,17 @@ class Function:
         node.requires_grad = record
         if record:
             node.needs_input_grad = needs
-        out = node.forward(*[t.data for t in inputs], **kwargs)
         dev = inputs[0].device if inputs else None
+        for t in inputs:
+            if t._device is not dev and t._device != dev:
+                from .errors import DeviceError  # noqa: PLC0415
+                raise DeviceError(f"{cls.__name__}: inputs are on different devices ({dev} and {t._device}); "
+                                  f"move them to one device with .to('{dev}')")
+        replayed = False
+        if _selective and _selective[-1] is not None and _selective[-1].wants(cls):
+            out, replayed = _selective[-1].run(node, [t.data for t in inputs], kwargs)
+        else:
+            out = node.forward(*[t.data for t in inputs], **kwargs)
         Tensor = _t.Tensor
         if cls.n_outputs == 1:
             outs = (Tensor._make(out, dev, record, node if record else None, 0),)
@@ -161,7 +180,7 @@ class Function:
         else:
             node.saved = None
         if profiler._active:
-            profiler.record_op(cls.__name__, flops)
+            profiler.record_op(cls.__name__, 0 if replayed else flops)
         return outs[0] if cls.n_outputs == 1 else outs
 
 

@@ -215,6 +215,9 @@ class MatMul(Function):
         self.save_for_backward(a, b)
         return xp_of(a).matmul(a, b)
 
+    def replay(self, a, b, out):
+        self.save_for_backward(a, b)
+
     def backward(self, g):
         a, b = self.saved
         na, nb = self.needs_input_grad
@@ -264,6 +267,11 @@ class Linear(Function):
             else:  # in place would cast a float64 bias down to a float32 product; follow NumPy promotion
                 y = y + b
         return y
+
+    def replay(self, x, w, b=None, out=None):
+        if self.requires_grad:
+            self.save_for_backward(x, w)
+            self.has_bias = b is not None
 
     def backward(self, g):
         x, w = self.saved

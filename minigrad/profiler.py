@@ -103,6 +103,8 @@ def record_op(op_name: str, flops: int):
     total = _state["bytes"]
     for prof in _active:
         prof.flops[ph] += flops
+        key = (ph, op_name)
+        prof.op_flops[key] = prof.op_flops.get(key, 0) + flops
         prof.timeline.append((ph, op_name, total))
 
 
@@ -117,8 +119,8 @@ class Profile:
     ``peak_bytes`` / ``peak_tensors``: the most bytes / buffers alive at once,
     everything minigrad held included (parameters too); ``start_bytes`` is what
     was alive on entry, so ``peak_bytes - start_bytes`` is what the block added.
-    ``flops``: FLOPs by phase. ``timeline``: one ``(phase, op, live_bytes)``
-    row after each op, forward and backward.
+    ``flops``: FLOPs by phase; ``op_flops``: by ``(phase, op name)``.
+    ``timeline``: one ``(phase, op, live_bytes)`` row after each op, forward and backward.
     """
 
     def __init__(self):
@@ -126,6 +128,7 @@ class Profile:
         self.end_bytes = self.end_tensors = 0
         self.peak_bytes = self.peak_tensors = 0
         self.flops = {"forward": 0, "backward": 0, "recompute": 0}
+        self.op_flops: dict = {}          # (phase, op name) -> FLOPs
         self.timeline: list = []
 
     def __enter__(self):

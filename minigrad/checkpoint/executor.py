@@ -16,6 +16,7 @@ from ..errors import CheckpointError, ScheduleError
 from ..tensor import Tensor
 from .function import check_same_meta, recompute_context, rng_devices, watch_requires_grad
 from . import schedules
+from .policies import PLAIN, Storage
 from .schedules import Schedule
 
 
@@ -26,8 +27,8 @@ def _layer_name(layers, i):
 class _Run:
     """The state of one schedule being executed: slots, the current activation, recorded layers."""
 
-    def __init__(self, layers, schedule, x: Tensor):
-        self.layers, self.schedule = layers, schedule
+    def __init__(self, layers, schedule, x: Tensor, storage=PLAIN):
+        self.layers, self.schedule, self.storage = layers, schedule, storage
         self.device = x.device
         self.x_requires_grad = x.requires_grad
         self.slots = {0: x.data}
@@ -80,9 +81,11 @@ class _Run:
         elif kind == "record":
             self.run_layer(i, True, first_sweep)
         elif kind == "keep":
-            self.slots[i] = self.cur
+            self.slots[i] = self.storage.store(self.cur)
         elif kind == "restore":
-            self.cur, self.cur_i = self.slots[i], i
+            stored = self.slots[i]
+            self.cur = stored if i == 0 else self.storage.load(stored, self.meta[i][1], self.device)
+            self.cur_i = i
         elif kind == "drop":
             self.slots.pop(i, None)
         else:
@@ -139,8 +142,12 @@ class SequentialCheckpoint(Function):
         return sum(a.nbytes for a in run.slots.values()) if run else 0
 
 
-def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
-    """Run ``layers`` on ``x`` under ``schedule``; backward of the result follows the schedule too."""
+def run_schedule(layers, x: Tensor, schedule: Schedule, store_dtype=None, offload=False) -> Tensor:
+    """Run ``layers`` on ``x`` under ``schedule``; backward of the result follows the schedule too.
+
+    ``store_dtype`` / ``offload`` choose how slots are stored (see ``policies.Storage``);
+    the input x_0 is always kept as it is, since the caller holds it anyway.
+    """
     layers = list(layers)
     if schedule.L != len(layers):
         raise CheckpointError(f"checkpoint_sequential: the schedule is for {schedule.L} layers but the chain "
@@ -151,7 +158,8 @@ def run_schedule(layers, x: Tensor, schedule: Schedule) -> Tensor:
         for layer in layers:
             x = layer(x)
         return x
-    run = _Run(layers, schedule, x)
+    storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else PLAIN
+    run = _Run(layers, schedule, x, storage)
     with watch_requires_grad() as touched:
         for action in schedule.forward_actions():
             run.step(action, first_sweep=True)
@@ -269,14 +277,18 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
     return sched
 
 
-def checkpoint_sequential(layers, x, strategy="sqrt", segments=None, slots=None, budget=None) -> Tensor:
+def checkpoint_sequential(layers, x, strategy="sqrt", segments=None, slots=None, budget=None, store_dtype=None,
+                          offload=False) -> Tensor:
     """Run a chain of layers under a checkpointing strategy; backward follows the same schedule.
 
     ``strategy``: "none" | "sqrt" (default; ``segments=k`` for k uniform
     segments) | "recursive" | "revolve" (``slots=s`` stored activations, the
-    input counted) | "budget" (``budget=`` bytes).
+    input counted) | "budget" (``budget=`` bytes). ``store_dtype="float16"``
+    stores the slots in half precision; ``offload=True`` keeps them in host
+    memory (pinned, on a GPU) until backward needs them.
     """
     layers = list(layers)
     if not layers:
         raise CheckpointError("checkpoint_sequential: the chain is empty; pass at least one layer")
-    return run_schedule(layers, x, plan(layers, x, strategy, segments=segments, slots=slots, budget=budget))
+    return run_schedule(layers, x, plan(layers, x, strategy, segments=segments, slots=slots, budget=budget),
+                        store_dtype=store_dtype, offload=offload)

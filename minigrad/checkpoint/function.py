@@ -15,6 +15,7 @@ from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad
 from ..errors import CheckpointError
 from ..tensor import Tensor
+from .policies import PLAIN, Selection, Storage, check_policy
 
 
 @contextmanager
@@ -88,13 +89,17 @@ class CheckpointFunction(Function):
     takes_grad_box = True
 
     def backward(self, box):
-        inputs = [Tensor._make(a, self.device, need, None, 0)
-                  for a, need in zip(self.saved, self.needs_input_grad)]
+        inputs = [Tensor._make(self.storage.load(a, dt, self.device), self.device, need, None, 0)
+                  for a, dt, need in zip(self.saved, self.in_dtypes, self.needs_input_grad)]
+        self.saved = ()
         args = list(self.args)
         for pos, t in zip(self.tensor_pos, inputs):
             args[pos] = t
-        with recompute_context(self.rng_state), enable_grad():
+        selection = Selection(self.policy, self.kept) if self.policy is not None else None
+        self.kept = None
+        with recompute_context(self.rng_state), enable_grad(), _selecting(selection):
             out = self.fn(*args, **self.kwargs)
+        del selection
         outs, _ = _outputs(out, self.fn)
         del out, args
         check_same_meta(fn_name(self.fn), self.out_meta, [(o.shape, o.dtype) for o in outs])
@@ -109,25 +114,42 @@ class CheckpointFunction(Function):
         return 0   # the recomputed ops book their own FLOPs
 
 
-def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
+@contextmanager
+def _selecting(selection):
+    """Make ``selection`` (or None: hide ops from any outer policy) the innermost policy state."""
+    autograd._selective.append(selection)
+    try:
+        yield selection
+    finally:
+        autograd._selective.pop()
+
+
+def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, **kwargs):
     """Run ``fn(*args, **kwargs)`` keeping none of its activations; recompute them during backward.
 
     Returns what ``fn`` returns (a Tensor or a tuple of Tensors). Non-tensor
     arguments pass through unchanged; checkpoints nest. Parameters used inside
     ``fn`` get their gradients even when no input requires grad. With
     ``preserve_rng_state`` (default) random ops such as dropout draw the same
-    numbers when recomputed.
+    numbers when recomputed. ``policy`` (e.g. ``save_matmuls``) keeps chosen
+    ops' outputs instead of recomputing them; ``store_dtype`` (e.g.
+    ``"float16"``) stores the inputs in a narrower dtype; ``offload`` keeps them
+    in host memory while they wait.
     """
     if not callable(fn):
         raise CheckpointError(f"checkpoint: the first argument must be callable, got {type(fn).__name__}")
+    check_policy(policy)
+    storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else PLAIN
     tensor_pos = [k for k, a in enumerate(args) if isinstance(a, Tensor)]
     inputs = [args[k] for k in tensor_pos]
     if not autograd.is_grad_enabled():
-        out = fn(*args, **kwargs)
+        with _selecting(None):
+            out = fn(*args, **kwargs)
         _outputs(out, fn)
         return out
     rng_state = _random.get_rng_state(rng_devices(inputs)) if preserve_rng_state else None
-    with watch_requires_grad() as touched, no_grad():
+    selection = Selection(policy) if policy is not None else None
+    with watch_requires_grad() as touched, no_grad(), _selecting(selection):
         out = fn(*args, **kwargs)
     outs, is_tuple = _outputs(out, fn)
     del out
@@ -139,7 +161,10 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
     node = CheckpointFunction()
     node.requires_grad = True
     node.needs_input_grad = tuple(t.requires_grad for t in inputs)
-    node.saved = tuple(profiler.track(t.data) for t in inputs)
+    node.saved = tuple(storage.store(t.data) for t in inputs)
+    node.in_dtypes = tuple(t.dtype for t in inputs)
+    node.storage, node.policy = storage, policy
+    node.kept = selection.kept if selection is not None else None
     node.fn, node.kwargs, node.tensor_pos = fn, kwargs, tensor_pos
     node.args = tuple(None if k in tensor_pos else a for k, a in enumerate(args))
     node.rng_state = rng_state

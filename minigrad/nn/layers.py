@@ -188,3 +188,47 @@ class Residual(Module):
 
     def forward(self, x):
         return x + self.fn(x)
+
+
+class SelfAttention(Module):
+    """Single-head self-attention over (batch, tokens, dim): softmax(Q Kᵀ / √d) V, then a projection.
+
+    Its (batch, tokens, tokens) attention weights grow with the square of the
+    sequence length: the activations that dominate a transformer's memory.
+    """
+
+    def __init__(self, dim, dtype=None, device=None):
+        super().__init__()
+        self.dim = dim
+        self.query = Linear(dim, dim, dtype=dtype, device=device)
+        self.key = Linear(dim, dim, dtype=dtype, device=device)
+        self.value = Linear(dim, dim, dtype=dtype, device=device)
+        self.out = Linear(dim, dim, dtype=dtype, device=device)
+
+    def forward(self, x):
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ShapeError(f"SelfAttention: expects (batch, tokens, {self.dim}) input, got {x.shape}")
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        scores = (q @ k.transpose(0, 2, 1)) * (1.0 / math.sqrt(self.dim))
+        weights = F.softmax(scores, axis=-1)
+        return self.out(weights @ v)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class TransformerBlock(Module):
+    """A pre-norm transformer block: x + attention(LN(x)), then + MLP(LN(·)) with a GELU."""
+
+    def __init__(self, dim, hidden=None, dtype=None, device=None):
+        super().__init__()
+        hidden = hidden or 4 * dim
+        self.norm1 = LayerNorm(dim, dtype=dtype, device=device)
+        self.attention = SelfAttention(dim, dtype=dtype, device=device)
+        self.norm2 = LayerNorm(dim, dtype=dtype, device=device)
+        self.mlp = Sequential(Linear(dim, hidden, dtype=dtype, device=device), GELU(approximate="tanh"),
+                              Linear(hidden, dim, dtype=dtype, device=device))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))

@@ -1,0 +1,136 @@
+"""What to keep inside a checkpointed segment, and how to store what is kept.
+
+*Selective checkpointing* (``checkpoint(fn, *args, policy=...)``): a policy
+looks at each op inside the segment and says whether its output is kept
+through the forward pass (and reused, not recomputed, in backward) or
+recomputed. ``save_matmuls`` keeps the expensive matrix products and
+recomputes the cheap pointwise ops around them, the trade PyTorch's selective
+activation checkpointing and JAX's ``checkpoint_dots`` policy make.
+
+*Storage* of stored activations (checkpoint inputs, schedule slots): as they
+are, in a narrower floating dtype (``store_dtype="float16"`` halves float32
+bytes, at the price of rounding the recompute's starting point), and/or
+offloaded to host memory (``offload=True``; pinned memory on a GPU, a no-op on
+the CPU where host memory is where they already are).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops, profiler
+from ..autograd import Function
+from ..backend import to_device
+from ..errors import CheckpointError, DTypeError
+
+MATMUL_OPS = (ops.MatMul, ops.Linear)
+
+
+def save_nothing(op) -> bool:
+    """Keep no op's output: recompute the whole segment (plain checkpointing)."""
+    return False
+
+
+def save_matmuls(op) -> bool:
+    """Keep the outputs of matrix products (matmul, linear); recompute pointwise ops."""
+    return op in MATMUL_OPS
+
+
+def replayable_ops():
+    """Op classes whose kept outputs can be reused during recompute."""
+    return [cls for cls in _all_ops() if cls.replay is not Function.replay]
+
+
+def _all_ops():
+    return [v for v in vars(ops).values() if isinstance(v, type) and issubclass(v, Function)]
+
+
+def check_policy(policy, where="checkpoint"):
+    """A policy must be callable (op class -> bool)."""
+    if policy is not None and not callable(policy):
+        raise CheckpointError(f"{where}: policy must be callable (op class -> bool), such as "
+                              f"minigrad.checkpoint.save_matmuls; got {type(policy).__name__}")
+
+
+class Selection:
+    """The running state of a policy inside one segment: outputs kept in forward, reused in recompute."""
+
+    def __init__(self, policy, kept=None):
+        self.policy = policy
+        self.replaying = kept is not None
+        self.kept = [] if kept is None else kept
+        self.pos = 0
+
+    def wants(self, op) -> bool:
+        if not self.policy(op):
+            return False
+        if op.replay is Function.replay:
+            names = ", ".join(c.__name__ for c in replayable_ops())
+            raise CheckpointError(f"checkpoint policy: asked to keep the output of {op.__name__}, which cannot "
+                                  f"be reused in recompute; policies may keep: {names}")
+        return True
+
+    def run(self, node, arrays, kwargs):
+        """Compute and keep (forward), or reuse the kept output (recompute). Returns (out, reused)."""
+        if not self.replaying:
+            out = node.forward(*arrays, **kwargs)
+            self.kept.append(profiler.track(out))
+            return out, False
+        if self.pos >= len(self.kept):
+            raise CheckpointError(f"checkpoint policy: recompute ran more kept ops ({type(node).__name__} is "
+                                  f"number {self.pos + 1}) than the forward pass ({len(self.kept)}); the "
+                                  "checkpointed function must run the same ops each time")
+        out = self.kept[self.pos]
+        self.pos += 1
+        node.replay(*arrays, out=out, **kwargs)
+        return out, True
+
+
+class Storage:
+    """How a stored activation is held between the forward pass and its use in backward."""
+
+    def __init__(self, dtype=None, offload=False):
+        if dtype is not None:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:
+                raise DTypeError(f"store_dtype must be a floating dtype such as 'float16', got {dtype!r}") from None
+            if dt.kind != "f":
+                raise DTypeError(f"store_dtype must be a floating dtype such as 'float16' or 'float32', "
+                                 f"got {dt}")
+            dtype = dt
+        self.dtype, self.offload = dtype, bool(offload)
+
+    @property
+    def plain(self) -> bool:
+        return self.dtype is None and not self.offload
+
+    def store(self, array):
+        """The form in which ``array`` is kept: cast and/or moved to the host."""
+        if self.dtype is not None and array.dtype.kind == "f" and array.dtype != self.dtype:
+            array = array.astype(self.dtype)
+        if self.offload and not isinstance(array, np.ndarray):
+            array = _to_pinned_host(array)
+        return profiler.track(array)
+
+    def load(self, stored, dtype, device):
+        """Back to the dtype and device the computation uses."""
+        if self.offload:
+            stored = to_device(stored, device)
+        if stored.dtype != dtype:
+            stored = stored.astype(dtype)
+        return stored
+
+    def __repr__(self):
+        return f"Storage(dtype={self.dtype}, offload={self.offload})"
+
+
+def _to_pinned_host(array):
+    """Copy a CuPy array into page-locked host memory (fast, asynchronous-capable transfers back)."""
+    import cupyx  # noqa: PLC0415
+    host = cupyx.empty_pinned(array.shape, array.dtype)
+    array.get(out=host)
+    return host
+
+
+PLAIN = Storage()
+__all__ = ["save_nothing", "save_matmuls", "Storage", "Selection", "replayable_ops", "check_policy"]
