@@ -196,7 +196,14 @@ def _accumulate_leaf(leaf, g, assigned: set):
         assigned.add(id(g))
         leaf.grad = _t.Tensor._make(g, leaf.device, False, None, 0)
     else:
-        leaf.grad.data = leaf.grad.data + g
+        acc = leaf.grad.data
+        if id(acc) not in assigned and acc.flags.writeable and acc.dtype == g.dtype:
+            # A gradient left by an earlier backward belongs to this leaf alone: add in place,
+            # so accumulating costs no second parameter-sized array. (One assigned during this
+            # backward may still be shared with a node not yet run, so that one is not touched.)
+            acc += g
+        else:
+            leaf.grad.data = acc + g
 
 
 def run_backward(box: list, retain_graph: bool = False):

@@ -11,7 +11,10 @@ import numpy as np
 
 import minigrad as mg
 from minigrad.checkpoint import checkpoint_sequential, plan as make_plan
-from minigrad.errors import MinigradError
+from minigrad.checkpoint import schedules
+from minigrad.checkpoint.executor import measure_chain
+from minigrad.checkpoint.schedules import parse_bytes
+from minigrad.errors import MinigradError, ScheduleError
 from minigrad.nn import functional as F
 
 STRATEGY_CHOICES = "none, sqrt, recursive, revolve:S (S slots), budget:BYTES (e.g. budget:2MB)"
@@ -40,21 +43,11 @@ def _positive_float(text):
     return v
 
 
-def parse_bytes(text) -> int:
-    """'64MB', '1.5GiB', '2048', '512kB' -> bytes (decimal kB/MB/GB, binary KiB/MiB/GiB)."""
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-    s = str(text).strip().lower().replace(" ", "")
-    num = s.rstrip("abgikmB")
-    unit = s[len(num):]
+def _budget(text):
     try:
-        value = float(num)
-    except ValueError:
-        raise ValueError(f"cannot read a byte size from {text!r}; write e.g. 2048, 64MB or 1.5GiB") from None
-    if unit not in units:
-        raise ValueError(f"unknown unit {unit!r} in {text!r}; use B, kB, MB, GB, KiB, MiB or GiB")
-    if value < 0 or not math.isfinite(value):
-        raise ValueError(f"a byte size must be a non-negative number, got {text!r}")
-    return int(value * units[unit])
+        return parse_bytes(text)
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _strategy(text):
@@ -71,10 +64,7 @@ def _strategy(text):
             raise argparse.ArgumentTypeError(f"revolve:S needs a number of slots S >= 1, got {text!r}")
         return name, ({"slots": slots} if slots else {})
     if name == "budget" and arg:
-        try:
-            return name, {"budget": parse_bytes(arg)}
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        return name, {"budget": _budget(arg)}
     raise argparse.ArgumentTypeError(f"invalid checkpoint strategy {text!r}; choose from {STRATEGY_CHOICES}")
 
 
@@ -360,6 +350,134 @@ def plot_compare(path, rows, timelines):
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- plan
+
+
+def _scaled(costs, scale):
+    """Measured costs at another batch size: activations and FLOPs grow with it, parameters do not."""
+    sizes, extras, flops, params = costs
+    up = lambda v: [int(math.ceil(x * scale)) for x in v]  # noqa: E731
+    return up(sizes), up(extras), up(flops), list(params)
+
+
+def _costed(sched, costs, scale=1.0):
+    """The schedule with the chain's measured costs attached (parameter gradients accumulate)."""
+    sizes, extras, flops, params = _scaled(costs, scale)
+    return schedules.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=sizes, extra_bytes=extras,
+                              layer_flops=flops, param_bytes=params, persist=False)
+
+
+def _fit(strategy, L, costs, reserve, budget, scale, fast=False):
+    """(label, simulation) of a strategy's best schedule at a batch scale within the budget, or None."""
+    limit = budget - int(math.ceil(reserve * scale))
+    if limit <= 0:
+        return None
+    if strategy == "budget":
+        sizes, extras, flops, params = _scaled(costs, scale)
+        if fast:   # feasibility only: the planner fits exactly when its minimum does
+            ok = schedules.minimum_budget(sizes, extras, params, persist=False) <= limit
+            return ("budget", None) if ok else None
+        try:
+            sched = schedules.budget(sizes, extras, flops, limit, params=params, persist=False, max_bins=256)
+        except ScheduleError:
+            return None
+        return "budget", sched.simulate()
+    if strategy == "revolve":
+        found = None
+        for s in ([1] if fast else range(1, L + 1)):     # more slots: fewer forwards, more memory
+            sim = _costed(schedules.revolve(L, s), costs, scale).simulate()
+            if sim.peak_bytes > limit:
+                break
+            found = (f"revolve:{s}", sim)
+        return found
+    sim = _costed(schedules.make(strategy, L), costs, scale).simulate()
+    return (strategy, sim) if sim.peak_bytes <= limit else None
+
+
+def _largest_batch(strategy, L, costs, reserve, budget, batch):
+    """The largest batch whose step fits the budget under a strategy (binary search; memory grows with it)."""
+    fits = lambda b: _fit(strategy, L, costs, reserve, budget, b / batch, fast=True) is not None  # noqa: E731
+    lo, hi = 0, 1
+    while fits(hi) and hi < 1 << 24:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def cmd_plan(args):
+    dtype = np.dtype(args.dtype)
+    mg.manual_seed(0)
+    blocks = [Block(args.width, args.width, "tanh", dtype=dtype) for _ in range(args.depth)]
+    x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)).astype(dtype))
+    sizes, extras, flops, params, reserve = measure_chain(blocks, x)
+    costs = (sizes, extras, flops, params)
+    L, unit = args.depth, sizes[1]
+    print(f"chain of {L} blocks Linear({args.width},{args.width})+Tanh, batch {args.batch}, {args.dtype}; "
+          f"1 unit = one block output = {fmt_bytes(unit)}; budget {fmt_bytes(args.budget)} "
+          f"({args.budget / unit:.1f} units) for activations and their gradients "
+          "(parameters and their accumulated gradients are outside it)")
+    if reserve:
+        print(f"reserved for NumPy temporaries inside ops (measured): {fmt_bytes(reserve)}")
+    planned = None
+    try:
+        planned = make_plan(blocks, x, "budget", budget=args.budget)
+    except ScheduleError as exc:
+        print(f"budget: {exc}")
+    if planned is not None:
+        print()
+        print(planned.summary())
+        print(f"keeps x_i for i in {planned.kept or 'none (nothing besides the input)'}")
+        if args.timeline:
+            print(planned.timeline())
+    # a FLOP rate for predicted times: one plain step, timed
+    loss_x = mg.tensor(x.data, requires_grad=True)
+    elapsed = []
+    for _ in range(3):                       # the median of three plain steps
+        with mg.profile() as prof:
+            t0 = time.perf_counter()
+            h = loss_x
+            for b in blocks:
+                h = b(h)
+            (h * h).mean().backward()
+            del h
+            elapsed.append(time.perf_counter() - t0)
+        for b in blocks:
+            b.zero_grad()
+    rate = prof.total_flops / statistics.median(elapsed)
+    fwd, bwd = sum(flops), prof.flops["backward"]
+    print()
+    cols = ["strategy", "layer forwards", "recompute", "predicted peak", "fits", "largest batch",
+            "time/sample there (pred.)"]
+    rows = []
+    for name in ("none", "sqrt", "recursive", "revolve", "budget"):
+        if name == "budget":
+            found = ("budget", _costed(planned, costs).simulate()) if planned is not None else None
+        else:
+            found = _fit(name, L, costs, reserve, args.budget, 1.0)
+        if found is None:          # show the least memory the strategy can do, marked as not fitting
+            smallest = schedules.make("revolve" if name in ("revolve", "budget") else name, L, slots=1)
+            label, sim = f"{name} (smallest)" if name in ("revolve", "budget") else name, \
+                _costed(smallest, costs).simulate()
+        else:
+            label, sim = found
+        big = _largest_batch(name, L, costs, reserve, args.budget, args.batch)
+        per_sample = "-"
+        if big:
+            there = _fit(name, L, costs, reserve, args.budget, big / args.batch)
+            work = (fwd + bwd) * big / args.batch + there[1].recompute_flops
+            per_sample = f"{work / rate / big * 1e6:.1f} us ({there[0]})"
+        rows.append([label, str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",
+                     fmt_bytes(sim.peak_bytes + reserve), "yes" if found is not None else "no", str(big),
+                     per_sample])
+    widths = [max(len(r[c]) for r in [cols] + rows) for c in range(len(cols))]
+    for r in [cols] + rows:
+        print("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))))
+    print(f"\npredicted time uses the FLOP rate of one plain step measured here: {rate / 1e9:.2f} GFLOP/s")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -367,7 +485,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python -m minigrad",
                                 description="minigrad: a small autograd engine that measures where training "
                                             "memory goes and what activation checkpointing buys.")
-    sub = p.add_subparsers(dest="command", metavar="{train,compare}")
+    sub = p.add_subparsers(dest="command", metavar="{train,compare,plan}")
     sub.required = True
 
     t = sub.add_parser("train", help="train an MLP on a toy dataset and report accuracy, memory and FLOPs",
@@ -399,8 +517,24 @@ def build_parser():
     c.add_argument("--batch", type=_positive_int, default=256, help="batch size (256)")
     c.add_argument("--slots", type=_positive_int, default=None, help="slots for revolve (ceil(log2 depth)+1)")
     c.add_argument("--steps", type=_positive_int, default=5, help="timed steps per strategy (5)")
+    c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
+                   help="also run the budget planner with this budget (e.g. 20MB)")
     c.add_argument("--plot", metavar="PATH", help="save the trade-off and memory timelines as a PNG")
-    c.set_defaults(func=cmd_compare, budget=None)
+    c.set_defaults(func=cmd_compare)
+
+    pl = sub.add_parser("plan", help="plan checkpointing for a memory budget, and the largest batch that fits",
+                        description="Measure a chain of Linear+Tanh blocks, plan the cheapest schedule within "
+                                    "the budget, compare it with none/sqrt/recursive/revolve, and find the "
+                                    "largest batch that fits the budget under each strategy.")
+    pl.add_argument("--depth", type=_positive_int, default=100, help="blocks in the chain (100)")
+    pl.add_argument("--width", type=_positive_int, default=256, help="block width (256)")
+    pl.add_argument("--batch", type=_positive_int, default=256, help="batch size to plan for (256)")
+    pl.add_argument("--budget", type=_budget, required=True, metavar="BYTES",
+                    help="memory for the activations of one training step and their gradients "
+                         "(e.g. 20MB, 1.5GiB)")
+    pl.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default)")
+    pl.add_argument("--timeline", action="store_true", help="print the planned schedule's whole timeline")
+    pl.set_defaults(func=cmd_plan)
     return p
 
 

@@ -255,6 +255,11 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
     For ``strategy="budget"`` this measures the chain on ``x`` once (sizes, FLOPs)
     and solves for the cheapest schedule within ``budget`` (bytes or a string
     like "64MB"); the plan is cached for the same layers, input shape and budget.
+    The budget covers what checkpointing controls: the activations (the input
+    x_0 included), their gradients and the temporaries inside ops. Parameters,
+    their gradients and optimizer state are the same under every schedule and
+    are not part of it — only the gradient of the layer being reversed, while
+    it is computed before being added to the one that exists.
     """
     layers = list(layers)
     L = len(layers)
@@ -270,7 +275,7 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
     sched = _plans.get(key)
     if sched is None:
         sizes, extras, flops, params, workspace = measure_chain(layers, x)
-        sched = schedules.budget(sizes, extras, flops, limit, params=params, reserve=workspace)
+        sched = schedules.budget(sizes, extras, flops, limit, params=params, persist=False, reserve=workspace)
         if len(_plans) > 64:
             _plans.clear()
         _plans[key] = sched

@@ -75,6 +75,7 @@ class Schedule:
         self.extra_bytes = params.pop("extra_bytes", None)     # bytes a recorded layer saves beyond x_{i-1}, x_i
         self.layer_flops = params.pop("layer_flops", None)     # forward FLOPs of layers 1..L (index 0 unused)
         self.param_bytes = params.pop("param_bytes", None)     # bytes of the parameter gradients of layer i
+        self.persist = params.pop("persist", True)             # do parameter gradients stay (True) or pass?
         self.note = params.pop("note", None)
         self._check()
         self._split = self.split
@@ -134,7 +135,7 @@ class Schedule:
         peak_bytes = recompute_flops = None
         if self.layer_bytes is not None:
             _, peak_bytes, _, recompute_flops = _replay(self.actions, self.layer_bytes, self.extra_bytes,
-                                                        self.layer_flops, self.param_bytes)
+                                                        self.layer_flops, self.param_bytes, self.persist)
         return Simulation(self.L, forwards, forwards - self.L, peak_units, peak_slots, peak_bytes, recompute_flops)
 
     @property
@@ -191,14 +192,17 @@ class Schedule:
         return text
 
 
-def _replay(actions, size, extra, flops, params):
+def _replay(actions, size, extra, flops, params, persist=True):
     """Walk the actions, tracking what is alive; ``size[i]`` weighs x_i (1 each when None).
 
     Alive at any moment: the slots, the current activation, each recorded
     layer's input, output and extra saved bytes, the gradient in flight (two
     while a layer is reversed: g_i and g_{i-1}) and, when ``params`` is given,
     the parameter gradients of the layers reversed so far (a layer's appear
-    while it is reversed). Returns (layer forwards, peak, peak slots, recompute FLOPs).
+    while it is reversed) — or, with ``persist=False`` (gradients accumulated
+    into existing ones, which the budget leaves out), only those of the layer
+    being reversed, for as long as it is. Returns (layer forwards, peak, peak
+    slots, recompute FLOPs).
     """
     w = (lambda i: 1) if size is None else size.__getitem__
     x = (lambda i: 0) if extra is None else extra.__getitem__
@@ -231,8 +235,9 @@ def _replay(actions, size, extra, flops, params):
             if k == "record":
                 records.append(i)
         elif k == "reverse":
-            param_grads += pg(i)
-            peak = max(peak, alive() + w(i) + w(i - 1))
+            if persist:
+                param_grads += pg(i)
+            peak = max(peak, alive() + w(i) + w(i - 1) + (0 if persist else pg(i)))
             records.pop()
             cur = None
             grad = w(i - 1)
@@ -469,15 +474,18 @@ def _quantum(values, budget, max_bins):
     return q
 
 
-def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True, max_bins=1024) -> Schedule:
+def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserve=0, runs=True,
+           max_bins=1024) -> Schedule:
     """The schedule with the fewest forward FLOPs whose predicted peak fits ``budget_bytes``.
 
     ``sizes[i]`` are the bytes of x_0..x_L, ``extras[i]`` what recording layer i
     saves beyond its input and output, ``flops[i]`` its forward FLOPs and
     ``params[i]`` the bytes of its parameters' gradients (index 0 unused). The
     budget covers everything a step adds: activations, their gradients and the
-    parameter gradients, which appear as backward reaches each layer; ``reserve``
-    bytes of it are set aside for the temporaries ops allocate internally. A dynamic program in the spirit of Beaumont et al. (2019),
+    parameter gradients, which appear as backward reaches each layer (with
+    ``persist=False`` they are added into gradients that already exist and
+    only the one being computed counts); ``reserve`` bytes of it are set aside
+    for the temporaries ops allocate internally. A dynamic program in the spirit of Beaumont et al. (2019),
     "Optimal checkpointing for heterogeneous chains": to reverse layers a+1..b
     with x_a stored, either
 
@@ -499,7 +507,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
     if budget_bytes < 0:
         raise ScheduleError(f"budget must be a non-negative number of bytes, got {budget_bytes}")
     params = list(params) if params is not None else [0] * (L + 1)
-    need = minimum_budget(sizes, extras, params) + reserve
+    need = minimum_budget(sizes, extras, params, persist) + reserve
     requested, budget_bytes = budget_bytes, budget_bytes - reserve
     if requested < need:
         raise ScheduleError(
@@ -508,9 +516,9 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
             "Raise the budget, or shrink the batch.")
     values = list(sizes) + [v for v in list(extras[1:]) + params[1:] if v]
     q = _quantum(values + [budget_bytes], budget_bytes, max_bins)
-    if _minimum_budget_bins(*_binned(sizes, extras, params, q)) * q > budget_bytes:
+    if _minimum_budget_bins(*_binned(sizes, extras, params, q, persist)) * q > budget_bytes:
         q = _quantum(values, budget_bytes, max(max_bins, budget_bytes))  # exact grid near the minimum
-    A, E, G = _binned(sizes, extras, params, q)
+    A, E, Grev, Gadv = _binned(sizes, extras, params, q, persist)
     K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
     F = [0] * (L + 1)
     for i in range(1, L + 1):
@@ -541,7 +549,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
             t = max(t, A[j - 1] * (j - 1 != a) + A[j])
             T[a, j] = t
             total += A[j] + E[j]
-            peak = max(peak, total + A[j] + A[j - 1] + G[j])
+            peak = max(peak, total + A[j] + A[j - 1] + Grev[j])
             R[a, j] = peak
     def transient(a, c):
         return T[a, c]
@@ -557,10 +565,10 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
             b = a + length
             best = np.full(n, INF)
             for m in range(a + 1, b):
-                cand = (F[m] - F[a]) + shifted(C[m, b], A[m]) + C[a, m] + from_level(transient(a, m) + A[b] + G[b + 1])
+                cand = (F[m] - F[a]) + shifted(C[m, b], A[m]) + C[a, m] + from_level(transient(a, m) + A[b] + Gadv[b + 1])
                 np.minimum(best, cand, out=best)
             for c in (range(a, b) if runs else (b - 1,)):
-                p = max(transient(a, c) + A[b] + G[b + 1], A[c] * (c != a) + run_peak(c, b))
+                p = max(transient(a, c) + A[b] + Gadv[b + 1], A[c] * (c != a) + run_peak(c, b))
                 cand = (F[c] - F[a]) + (F[b] - F[c]) + C[a, c] + from_level(p)
                 np.minimum(best, cand, out=best)
             C[a, b] = best
@@ -585,7 +593,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
         if a == b:
             return
         target = (top[a] if first else C[a, b])[k]
-        g = 0 if first else A[b] + G[b + 1]
+        g = 0 if first else A[b] + Gadv[b + 1]
         for m in range(a + 1, b):
             right = top[m] if first else C[m, b]
             km = k - A[m]
@@ -616,7 +624,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, reserve=0, runs=True
     acts = _tidy(acts)
     note = f"planned on a {q}-byte grid" + (f", {reserve:,} bytes reserved for op temporaries" if reserve else "")
     return Schedule("budget", L, acts, budget=requested, layer_bytes=list(sizes), extra_bytes=list(extras),
-                    layer_flops=list(flops), param_bytes=params, note=note)
+                    layer_flops=list(flops), param_bytes=params, persist=persist, note=note)
 
 
 def _tidy(acts):
@@ -637,27 +645,28 @@ def _tidy(acts):
     return out
 
 
-def _binned(sizes, extras, params, q):
-    """Sizes on a grid of q bytes (rounded up), and G[i]: parameter-gradient steps alive from layer i on."""
+def _binned(sizes, extras, params, q, persist=True):
+    """Sizes on a grid of q bytes (rounded up), and the parameter-gradient steps alive while
+    reversing layer i (Grev[i]) and while advancing once layers i.. are reversed (Gadv[i])."""
     L = len(sizes) - 1
+    params = list(params) if params is not None else [0] * (L + 1)
     A = [-(-int(v) // q) for v in sizes]
     E = [0] + [-(-int(v) // q) for v in extras[1:]]
-    G = [0] * (L + 2)
+    P = [0] + [-(-int(v) // q) for v in params[1:]] + [0]
+    cumulative = [0] * (L + 2)
     for i in range(L, 0, -1):
-        G[i] = G[i + 1] + -(-int(params[i]) // q)
-    return A, E, G
+        cumulative[i] = cumulative[i + 1] + P[i]
+    if persist:
+        return A, E, cumulative, cumulative
+    return A, E, P, [0] * (L + 2)
 
 
-def minimum_budget(sizes, extras, params=None) -> int:
+def minimum_budget(sizes, extras, params=None, persist=True) -> int:
     """The least budget (bytes) any schedule of this chain can run in: every layer reversed from x_0."""
-    params = list(params) if params is not None else [0] * len(sizes)
-    G = [0] * (len(sizes) + 1)
-    for i in range(len(sizes) - 1, 0, -1):
-        G[i] = G[i + 1] + params[i]
-    return _minimum_budget_bins(list(sizes), list(extras), G)
+    return _minimum_budget_bins(*_binned(sizes, extras, params, 1, persist))
 
 
-def _minimum_budget_bins(A, E, G):
+def _minimum_budget_bins(A, E, Grev, Gadv):
     """The least memory (grid steps, x_0 included) any schedule needs: reverse each layer from x_0.
 
     With one slot (x_0) every layer i is reached by advancing from x_0 and then
@@ -666,8 +675,8 @@ def _minimum_budget_bins(A, E, G):
     L = len(A) - 1
     worst = 0
     for i in range(1, L + 1):
-        held = G[i + 1] + (A[i] if i < L else 0)          # gradients alive while advancing to x_{i-1}
+        held = Gadv[i + 1] + (A[i] if i < L else 0)       # gradients alive while advancing to x_{i-1}
         adv = max((A[j - 1] * (j - 1 != 0) + A[j] for j in range(1, i)), default=0)
-        rec = A[i - 1] * (i - 1 != 0) + A[i] + E[i] + A[i] + A[i - 1] + G[i]
+        rec = A[i - 1] * (i - 1 != 0) + A[i] + E[i] + A[i] + A[i - 1] + Grev[i]
         worst = max(worst, adv + held, rec)
     return A[0] + worst
