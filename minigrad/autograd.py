@@ -184,6 +184,11 @@ class Function:
         return outs[0] if cls.n_outputs == 1 else outs
 
 
+def _writeable(a) -> bool:
+    """NumPy arrays can be read-only (broadcast views); CuPy arrays always accept writes."""
+    return getattr(a.flags, "writeable", True)
+
+
 def _accumulate_leaf(leaf, g, assigned: set):
     """Add ``g`` into ``leaf.grad``, in the leaf's dtype, never aliasing another leaf's grad."""
     if g.dtype != leaf.data.dtype:
@@ -191,13 +196,13 @@ def _accumulate_leaf(leaf, g, assigned: set):
     if g.shape != leaf.data.shape:
         raise GraphError(f"gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}")
     if leaf.grad is None:
-        if id(g) in assigned or not g.flags.writeable or not g.flags.c_contiguous or g.base is not None:
+        if id(g) in assigned or not _writeable(g) or not g.flags.c_contiguous or g.base is not None:
             g = g.copy()
         assigned.add(id(g))
         leaf.grad = _t.Tensor._make(g, leaf.device, False, None, 0)
     else:
         acc = leaf.grad.data
-        if id(acc) not in assigned and acc.flags.writeable and acc.dtype == g.dtype:
+        if id(acc) not in assigned and _writeable(acc) and acc.dtype == g.dtype:
             # A gradient left by an earlier backward belongs to this leaf alone: add in place,
             # so accumulating costs no second parameter-sized array. (One assigned during this
             # backward may still be shared with a node not yet run, so that one is not touched.)

@@ -166,8 +166,11 @@ def cmd_train(args):
     start = time.perf_counter()
     bar = tqdm(range(args.epochs), desc="train", unit="epoch", disable=args.quiet, file=sys.stderr,
                mininterval=0.2)
+    xp = mg.device(device).xp
     for _ in bar:
-        order = rng.permutation(n)
+        # Batches are cut on the device (indices copied over once per epoch), and the loss is
+        # summed there too: a step never waits for a copy back to the host.
+        order = xp.asarray(rng.permutation(n))
         total = 0.0
         for k in range(0, n, batch):
             idx = order[k:k + batch]
@@ -175,13 +178,13 @@ def cmd_train(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / n)
+            total = total + loss.data * len(idx)
+        losses.append(float(total) / n)
         with mg.no_grad():
             acc = float((model(xs).argmax(axis=1).numpy() == y).mean())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{acc:.3f}")
     elapsed = time.perf_counter() - start
-    prof = measure_step(model, xs[np.arange(batch)], ys.data[:batch], F.cross_entropy)
+    prof = measure_step(model, xs[:batch], ys.data[:batch], F.cross_entropy)
     peak = prof.peak_bytes - prof.start_bytes
     f = prof.flops
     print(f"accuracy {acc:.4f} | loss {losses[-1]:.4f} | {args.epochs} epochs in {elapsed:.1f} s on {device} | "

@@ -576,6 +576,15 @@ def _has_advanced(index):
     return any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index)
 
 
+def _scatter_add(out, index, values):
+    """out[index] += values, adding every occurrence of a repeated index (NumPy or CuPy)."""
+    if isinstance(out, np.ndarray):
+        np.add.at(out, index, values)
+    else:
+        import cupyx  # noqa: PLC0415
+        cupyx.scatter_add(out, index, values)
+
+
 class GetItem(Function):
     """``x[index]``; integer-array indices may repeat (their gradients add up)."""
 
@@ -591,7 +600,7 @@ class GetItem(Function):
         xp = xp_of(g)
         out = xp.zeros(self.in_shape, dtype=g.dtype)
         if _has_advanced(self.index):
-            xp.add.at(out, self.index, g)
+            _scatter_add(out, self.index, g)
         else:
             out[self.index] = g
         return (out,)
@@ -688,7 +697,8 @@ class CrossEntropy(Function):
             raise DTypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}; "
                              "convert with y.astype(np.int64)")
         n, c = logits.shape
-        if n and (target.min() < 0 or target.max() >= c):
+        # Checked on the CPU only: on a GPU the check would copy to the host in every forward.
+        if n and isinstance(target, np.ndarray) and (target.min() < 0 or target.max() >= c):
             raise ShapeError(f"cross_entropy: targets must lie in [0, {c}) for {c} classes, "
                              f"got values in [{int(target.min())}, {int(target.max())}]")
         shifted = logits - xp.max(logits, axis=1, keepdims=True)

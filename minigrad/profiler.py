@@ -12,6 +12,10 @@ last reference goes, which with CPython's reference counting is immediate.
 ``nbytes``. Temporaries that NumPy creates *inside* an op and frees before the
 op returns are not minigrad's and are not counted (tracemalloc sees them).
 0-d results are counted (as 0-d arrays); NumPy scalars are not arrays and are not.
+On a GPU the same numbers come from CuPy's memory pool instead: while a
+profile is open, an allocator hook counts every block handed to an array and
+given back (sizes rounded to the pool's 512-byte blocks), so peaks are real
+device peaks.
 
 FLOP convention (per op, see each ``Function.flops`` in ``ops.py``)
 -------------------------------------------------------------------
@@ -27,11 +31,15 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
+from functools import partial
+
+import numpy as np
 
 from .backend import is_array
 
 _live: dict = {}          # id(owner buffer) -> (weakref, nbytes)
-_state = {"bytes": 0, "count": 0}
+# host: NumPy buffers held by minigrad; dev: CuPy pool memory in use, seen through the allocator
+_state = {"bytes": 0, "count": 0, "dev_bytes": 0, "dev_count": 0}
 _active: list = []        # open Profile objects, innermost last
 _phase = ["forward"]      # a stack; the top is the phase FLOPs are booked to
 
@@ -51,35 +59,110 @@ def _release(key, _ref):
         _state["count"] -= 1
 
 
+def _bump():
+    """A buffer appeared: raise the peaks of the open profiles."""
+    total = _state["bytes"] + _state["dev_bytes"]
+    count = _state["count"] + _state["dev_count"]
+    for prof in _active:
+        if total > prof.peak_bytes:
+            prof.peak_bytes = total
+        if count > prof.peak_tensors:
+            prof.peak_tensors = count
+
+
 def track(a):
-    """Count ``a``'s buffer as held by minigrad until it is freed. Returns ``a``."""
-    if not is_array(a):
+    """Count ``a``'s buffer as held by minigrad until it is freed. Returns ``a``.
+
+    NumPy arrays only: GPU memory is counted by CuPy's allocator (see ``DeviceMemory``).
+    """
+    if a.__class__ is not np.ndarray:
         return a
-    owner = _owner(a)
+    owner = a if a.base is None else _owner(a)
     key = id(owner)
     if key in _live:
         return a
     nbytes = owner.nbytes
-    _live[key] = (weakref.ref(owner, lambda r, k=key: _release(k, r)), nbytes)
-    total = _state["bytes"] + nbytes
-    _state["bytes"] = total
+    _live[key] = (weakref.ref(owner, partial(_release, key)), nbytes)
+    _state["bytes"] += nbytes
     _state["count"] += 1
-    for prof in _active:
-        if total > prof.peak_bytes:
-            prof.peak_bytes = total
-        if _state["count"] > prof.peak_tensors:
-            prof.peak_tensors = _state["count"]
+    if _active:
+        _bump()
     return a
 
 
 def live_tensors() -> int:
-    """Number of distinct array buffers minigrad holds right now."""
-    return _state["count"]
+    """Number of distinct array buffers minigrad holds right now (GPU blocks counted while profiling)."""
+    return _state["count"] + _state["dev_count"]
 
 
 def live_bytes() -> int:
-    """Bytes owned by the buffers counted in ``live_tensors()``."""
-    return _state["bytes"]
+    """Bytes owned by the buffers counted in ``live_tensors()``: host arrays plus GPU pool memory in use."""
+    return _state["bytes"] + _state["dev_bytes"]
+
+
+class DeviceMemory:
+    """Counts CuPy's memory-pool traffic: every block handed to an array and given back.
+
+    Installed (for the running thread) while a profile is open and CuPy is in
+    use, so ``mg.profile()`` reports real device peaks: the bytes the pool has
+    handed out (rounded to its 512-byte blocks), which is what runs out.
+    """
+
+    def __init__(self):
+        from cupy.cuda import memory_hook  # noqa: PLC0415
+
+        outer = self
+
+        class _Hook(memory_hook.MemoryHook):
+            name = "minigrad"
+
+            def malloc_postprocess(self, **kw):
+                outer.malloc(kw["mem_size"])
+
+            def free_postprocess(self, **kw):
+                outer.free(kw["mem_size"])
+
+        self.hook = _Hook()
+        self.depth = 0
+
+    @staticmethod
+    def malloc(size):
+        _state["dev_bytes"] += size
+        _state["dev_count"] += 1
+        if _active:
+            _bump()
+
+    @staticmethod
+    def free(size):
+        _state["dev_bytes"] -= size
+        _state["dev_count"] -= 1
+
+    def enter(self):
+        if self.depth == 0:
+            import cupy  # noqa: PLC0415
+            _state["dev_bytes"] = cupy.get_default_memory_pool().used_bytes()
+            _state["dev_count"] = 0
+            self.hook.__enter__()
+        self.depth += 1
+
+    def exit(self):
+        self.depth -= 1
+        if self.depth == 0:
+            self.hook.__exit__(None, None, None)
+            _state["dev_bytes"] = _state["dev_count"] = 0
+
+
+_device_memory = []
+
+
+def _device_hook():
+    """The allocator hook, when CuPy has been imported by minigrad (else None)."""
+    from . import backend  # noqa: PLC0415
+    if backend._cupy is None:
+        return None
+    if not _device_memory:
+        _device_memory.append(DeviceMemory())
+    return _device_memory[0]
 
 
 def current_phase() -> str:
@@ -100,7 +183,7 @@ def phase(name: str):
 def record_op(op_name: str, flops: int):
     """Called after each op runs (forward or backward): books FLOPs, extends timelines."""
     ph = _phase[-1]
-    total = _state["bytes"]
+    total = _state["bytes"] + _state["dev_bytes"]
     for prof in _active:
         prof.flops[ph] += flops
         key = (ph, op_name)
@@ -132,14 +215,19 @@ class Profile:
         self.timeline: list = []
 
     def __enter__(self):
-        self.start_bytes = self.peak_bytes = _state["bytes"]
-        self.start_tensors = self.peak_tensors = _state["count"]
+        self._hook = _device_hook()
+        if self._hook is not None:
+            self._hook.enter()
+        self.start_bytes = self.peak_bytes = live_bytes()
+        self.start_tensors = self.peak_tensors = live_tensors()
         _active.append(self)
         return self
 
     def __exit__(self, *exc):
         _active.remove(self)
-        self.end_bytes, self.end_tensors = _state["bytes"], _state["count"]
+        self.end_bytes, self.end_tensors = live_bytes(), live_tensors()
+        if self._hook is not None:
+            self._hook.exit()
         return False
 
     @property

@@ -166,7 +166,8 @@ class Tensor:
             return other
         if isinstance(other, numbers.Number):
             dt = self.dtype if self.dtype.kind == "f" else get_default_dtype() if isinstance(other, float) else None
-            return Tensor._make(self._device.xp.asarray(other, dtype=dt), self._device, False, None, 0)
+            # full() fills on the device itself: no host-to-device copy for a constant
+            return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
         return tensor(other, device=self._device)
 
     def __add__(self, o): return ops.Add.apply(self, self._other(o, "add"))
