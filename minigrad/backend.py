@@ -25,15 +25,18 @@ def _import_cupy():
     return _cupy
 
 
+_cuda_ok = []   # cached answer of cuda_available()
+
+
 def cuda_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
-    cp = _import_cupy()
-    if cp is None:
-        return False
-    try:
-        return cp.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    """True when CuPy imports and sees at least one CUDA device (asked once, then remembered)."""
+    if not _cuda_ok:
+        cp = _import_cupy()
+        try:
+            _cuda_ok.append(cp is not None and cp.cuda.runtime.getDeviceCount() > 0)
+        except Exception:
+            _cuda_ok.append(False)
+    return _cuda_ok[0]
 
 
 class Device:

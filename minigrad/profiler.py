@@ -156,9 +156,9 @@ _device_memory = []
 
 
 def _device_hook():
-    """The allocator hook, when CuPy has been imported by minigrad (else None)."""
+    """The allocator hook, when minigrad uses CuPy on a working GPU (else None)."""
     from . import backend  # noqa: PLC0415
-    if backend._cupy is None:
+    if backend._cupy is None or not backend.cuda_available():
         return None
     if not _device_memory:
         _device_memory.append(DeviceMemory())
