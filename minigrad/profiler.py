@@ -63,11 +63,14 @@ def _bump():
     """A buffer appeared: raise the peaks of the open profiles."""
     total = _state["bytes"] + _state["dev_bytes"]
     count = _state["count"] + _state["dev_count"]
+    dev = _state["dev_bytes"]
     for prof in _active:
         if total > prof.peak_bytes:
             prof.peak_bytes = total
         if count > prof.peak_tensors:
             prof.peak_tensors = count
+        if dev > prof.device_peak_bytes:
+            prof.device_peak_bytes = dev
 
 
 def track(a):
@@ -202,6 +205,8 @@ class Profile:
     ``peak_bytes`` / ``peak_tensors``: the most bytes / buffers alive at once,
     everything minigrad held included (parameters too); ``start_bytes`` is what
     was alive on entry, so ``peak_bytes - start_bytes`` is what the block added.
+    These count host and GPU memory together; ``device_peak_bytes`` and
+    ``device_start_bytes`` are the GPU's alone (0 on the CPU).
     ``flops``: FLOPs by phase; ``op_flops``: by ``(phase, op name)``.
     ``timeline``: one ``(phase, op, live_bytes)`` row after each op, forward and backward.
     """
@@ -210,6 +215,7 @@ class Profile:
         self.start_bytes = self.start_tensors = 0
         self.end_bytes = self.end_tensors = 0
         self.peak_bytes = self.peak_tensors = 0
+        self.device_start_bytes = self.device_peak_bytes = 0
         self.flops = {"forward": 0, "backward": 0, "recompute": 0}
         self.op_flops: dict = {}          # (phase, op name) -> FLOPs
         self.timeline: list = []
@@ -220,6 +226,7 @@ class Profile:
             self._hook.enter()
         self.start_bytes = self.peak_bytes = live_bytes()
         self.start_tensors = self.peak_tensors = live_tensors()
+        self.device_start_bytes = self.device_peak_bytes = _state["dev_bytes"]
         _active.append(self)
         return self
 
