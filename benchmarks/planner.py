@@ -1,0 +1,145 @@
+"""The budget planner on a heterogeneous chain, and selective recompute on attention blocks.
+
+1. A chain of 32 blocks Linear + activation whose widths vary (64..512) and
+   whose activations differ (Tanh saves its output; tanh-GELU also its input),
+   batch 256, float64. For several budgets: the planner's predicted peak, the
+   peak measured by the profiler and by tracemalloc (everything the step adds
+   besides the parameters and their already-existing gradients, the input
+   included), its recompute FLOPs, and the fewest recompute FLOPs of any
+   uniform (k segments, sqrt among them), recursive or Revolve schedule that
+   fits the same budget in the same model.
+2. Four transformer blocks (dim 64, hidden 256, batch 8, 256 tokens, float64)
+   checkpointed at block boundaries: no checkpointing, full recompute, and
+   ``save_matmuls`` (matmul outputs kept, pointwise ops recomputed): peak
+   memory of the step, memory kept between forward and backward, and
+   recompute FLOPs (with those of matmuls).
+
+Run:  python benchmarks/planner.py
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tracemalloc
+
+from _common import add_repo_to_path, machine_report, pin_blas_threads, table
+
+pin_blas_threads(1)
+add_repo_to_path()
+
+import numpy as np  # noqa: E402
+
+import minigrad as mg  # noqa: E402
+from minigrad import profiler  # noqa: E402
+from minigrad.checkpoint import checkpoint, plan, run_schedule, save_matmuls, save_nothing  # noqa: E402
+from minigrad.checkpoint import schedules as S  # noqa: E402
+from minigrad.checkpoint.executor import measure_chain  # noqa: E402
+
+
+def hetero_chain(L=32, batch=256, seed=0):
+    rng = np.random.default_rng(seed)
+    widths = [int(w) for w in rng.choice([64, 128, 256, 512], L)]
+    mg.manual_seed(seed)
+    layers = []
+    for a, b in zip([64] + widths, widths):
+        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
+        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
+    x = mg.tensor(rng.standard_normal((batch, 64)), requires_grad=True)
+    return layers, x
+
+
+def step(layers, x, sched):
+    y = run_schedule(layers, x, sched)
+    (y * y).sum().backward()
+    del y
+
+
+def with_costs(sched, costs):
+    sizes, extras, flops, params = costs
+    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=sizes, extra_bytes=extras,
+                      layer_flops=flops, param_bytes=params, persist=False)
+
+
+def planner_table():
+    layers, x = hetero_chain()
+    sizes, extras, flops, params, reserve = measure_chain(layers, x)
+    costs = (sizes, extras, flops, params)
+    L = len(layers)
+    lowest = S.minimum_budget(sizes, extras, params, persist=False) + reserve
+    step(layers, x, S.none(L))                    # parameter gradients exist from here on
+    rivals = [(f"uniform:{k}", S.uniform(L, k)) for k in range(1, L + 1)] + [("recursive", S.recursive(L))] + \
+             [(f"revolve:{s}", S.revolve(L, s)) for s in range(1, L + 1)]
+    rival_sims = [(name, with_costs(r, costs).simulate()) for name, r in rivals]
+    none_peak = with_costs(S.none(L), costs).simulate().peak_bytes + reserve
+    rows = []
+    for frac in (1.0, 1.25, 1.5, 2.0, 3.0):
+        budget = int(lowest * frac)
+        sched = plan(layers, x, "budget", budget=budget)
+        sim = sched.simulate()
+        x.grad = None
+        gc.collect()
+        with mg.profile() as prof:
+            step(layers, x, sched)
+        measured = prof.peak_bytes - prof.start_bytes + sizes[0]
+        x.grad = None
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        step(layers, x, sched)
+        traced = tracemalloc.get_traced_memory()[1] - base + sizes[0]
+        tracemalloc.stop()
+        fitting = [(n, s) for n, s in rival_sims if s.peak_bytes <= budget - reserve]
+        best = min(fitting, key=lambda t: t[1].recompute_flops) if fitting else None
+        rows.append([f"{budget / 1e6:.2f}", f"{(sim.peak_bytes + reserve) / 1e6:.2f}", f"{measured / 1e6:.2f}",
+                     f"{traced / 1e6:.2f}", f"{sim.recompute_flops / 1e6:.1f}",
+                     f"{best[1].recompute_flops / 1e6:.1f} ({best[0]})" if best else "none fits",
+                     f"{sim.layer_forwards}"])
+    print(f"chain of {L} blocks, widths {sorted(set(sizes[1:]))[0] // (8 * 256)}..{max(sizes[1:]) // (8 * 256)}, "
+          f"batch 256, float64; forward FLOPs of one pass {sum(flops) / 1e6:.1f} M; "
+          f"no checkpointing needs {none_peak / 1e6:.2f} MB; smallest feasible budget {lowest / 1e6:.2f} MB "
+          f"(includes {reserve / 1e6:.2f} MB reserved for temporaries inside ops)")
+    print(table(["budget MB", "predicted MB", "profiler MB", "tracemalloc MB", "recompute MFLOP",
+                 "best classic schedule that fits: recompute MFLOP", "layer forwards"], rows))
+
+
+def attention_table():
+    mg.set_default_dtype(np.float64)
+    mg.manual_seed(0)
+    blocks = [mg.nn.TransformerBlock(64, 256) for _ in range(4)]
+    x = mg.tensor(np.random.default_rng(1).standard_normal((8, 256, 64)), requires_grad=True)
+    rows = []
+    for mode, policy in (("none", None), ("full recompute", save_nothing), ("save_matmuls", save_matmuls)):
+        for b in blocks:
+            b.zero_grad()
+        x.grad = None
+        gc.collect()
+        with mg.profile() as prof:
+            y = x
+            for b in blocks:
+                y = b(y) if policy is None else checkpoint(b, y, policy=policy)
+            kept = profiler.live_bytes() - prof.start_bytes - y.data.nbytes
+            (y * y).mean().backward()
+            del y
+        mm = sum(f for (ph, op), f in prof.op_flops.items() if ph == "recompute" and op in ("MatMul", "Linear"))
+        rows.append([mode, f"{(prof.peak_bytes - prof.start_bytes) / 1e6:.2f}", f"{kept / 1e6:.2f}",
+                     f"{prof.flops['recompute'] / 1e6:.1f}", f"{mm / 1e6:.1f}",
+                     f"{100 * prof.flops['recompute'] / prof.flops['forward']:.1f}%"])
+    mg.set_default_dtype(np.float32)
+    print("4 transformer blocks (dim 64, hidden 256), batch 8, 256 tokens, float64, checkpointed per block")
+    print(table(["policy", "step peak MB", "kept after forward MB", "recompute MFLOP", "of which matmul",
+                 "recompute / forward"], rows))
+
+
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    print("\n".join(machine_report()))
+    print()
+    planner_table()
+    print()
+    attention_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
