@@ -252,7 +252,10 @@ def run_backward(box: list, retain_graph: bool = False):
             else:
                 in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
             del grads
-            if profiler._active:
+            for gi in in_grads:
+                if gi is not None:
+                    profiler.track(gi)
+            if profiler._active:      # the row shows the op's saved arrays and new gradients together
                 profiler.record_op(node.name, node.backward_flops())
             edges = node.next
             if not retain_graph:
@@ -260,7 +263,6 @@ def run_backward(box: list, retain_graph: bool = False):
             for edge, gi in zip(edges, in_grads):
                 if edge is None or gi is None:
                     continue
-                profiler.track(gi)
                 target, k = edge
                 if target.__class__ is _t.Tensor or isinstance(target, _t.Tensor):
                     _accumulate_leaf(target, gi, assigned)
@@ -269,7 +271,7 @@ def run_backward(box: list, retain_graph: bool = False):
                 if buf is None:
                     buf = buffers[target] = [None] * target.n_outputs
                     heapq.heappush(heap, (-target.seq, id(target), target))
-                buf[k] = gi if buf[k] is None else buf[k] + gi
+                buf[k] = gi if buf[k] is None else profiler.track(buf[k] + gi)
                 del buf
             del in_grads, edges, edge, gi, node
 

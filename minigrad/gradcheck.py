@@ -102,8 +102,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4):
             j = tuple(int(k) for k in np.argwhere(bad)[0])
             where = f"index {j}" if j else "the only element"
             raise GradcheckError(
-                f"gradcheck of {name}: d/d input[{i}] at {where}: backward gave {analytic[j]!r}, "
-                f"central difference gave {numeric[j]!r} (|difference| {abs(analytic[j] - numeric[j]):.3g} > "
+                f"gradcheck of {name}: d/d input[{i}] at {where}: backward gave {float(analytic[j])!r}, "
+                f"central difference gave {float(numeric[j])!r} (|difference| {abs(analytic[j] - numeric[j]):.3g} > "
                 f"atol + rtol·|numerical| = {atol + rtol * abs(numeric[j]):.3g}); {int(bad.sum())} of "
                 f"{bad.size} entries disagree. Either the op's backward is wrong, or the input sits on a kink "
                 "(relu or abs at 0, ties in max) where the derivative is undefined: move it away.")

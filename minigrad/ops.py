@@ -342,8 +342,9 @@ class Tanh(_Unary):
 
     def backward(self, g):
         y = self.saved[0]
-        d = y * y                      # one temporary, reused in place: g * (1 - y²)
-        xp_of(y).subtract(1, d, out=d)
+        xp = xp_of(y)
+        d = xp.multiply(y, y, out=xp.empty_like(y))   # one temporary, reused in place: g * (1 - y²)
+        xp.subtract(1, d, out=d)
         d *= g
         return (d,)
 
