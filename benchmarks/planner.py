@@ -55,18 +55,19 @@ def step(layers, x, sched):
     del y
 
 
-def with_costs(sched, costs):
-    sizes, extras, flops, params = costs
-    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=sizes, extra_bytes=extras,
-                      layer_flops=flops, param_bytes=params, persist=False)
+def with_costs(sched, c):
+    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
+                      layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
+                      back_bytes=c.back)
 
 
 def planner_table():
     layers, x = hetero_chain()
-    sizes, extras, flops, params, reserve = measure_chain(layers, x)
-    costs = (sizes, extras, flops, params)
+    costs = measure_chain(layers, x)
+    sizes, flops, reserve = costs.sizes, costs.flops, costs.workspace
     L = len(layers)
-    lowest = S.minimum_budget(sizes, extras, params, persist=False) + reserve
+    lowest = S.minimum_budget(sizes, costs.extras, costs.params, persist=False, inner=costs.inner,
+                                back=costs.back) + reserve
     step(layers, x, S.none(L))                    # parameter gradients exist from here on
     rivals = [(f"uniform:{k}", S.uniform(L, k)) for k in range(1, L + 1)] + [("recursive", S.recursive(L))] + \
              [(f"revolve:{s}", S.revolve(L, s)) for s in range(1, L + 1)]

@@ -251,12 +251,12 @@ def run_backward(box: list, retain_graph: bool = False):
                 in_grads = node.backward(grads)
             else:
                 in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
-            del grads
-            for gi in in_grads:
+            for gi in in_grads:       # counted while the incoming gradient is still held, as it is
                 if gi is not None:
                     profiler.track(gi)
-            if profiler._active:      # the row shows the op's saved arrays and new gradients together
+            if profiler._active:      # the row shows the op's saved arrays and its gradients together
                 profiler.record_op(node.name, node.backward_flops())
+            del grads
             edges = node.next
             if not retain_graph:
                 node.release()

@@ -12,7 +12,7 @@ import numpy as np
 import minigrad as mg
 from minigrad.checkpoint import checkpoint_sequential, plan as make_plan
 from minigrad.checkpoint import schedules
-from minigrad.checkpoint.executor import measure_chain
+from minigrad.checkpoint.executor import ChainCosts, measure_chain
 from minigrad.checkpoint.schedules import parse_bytes
 from minigrad.errors import MinigradError, ScheduleError
 from minigrad.nn import functional as F
@@ -357,31 +357,37 @@ def plot_compare(path, rows, timelines):
 
 
 def _scaled(costs, scale):
-    """Measured costs at another batch size: activations and FLOPs grow with it, parameters do not."""
-    sizes, extras, flops, params = costs
+    """Measured costs at another batch size: activations, FLOPs and temporaries grow with it, parameters not."""
     up = lambda v: [int(math.ceil(x * scale)) for x in v]  # noqa: E731
-    return up(sizes), up(extras), up(flops), list(params)
+    params = list(costs.params)
+    # reversing a layer allocates its input's gradient (grows) and its parameters' (does not)
+    back = [0] + [int(math.ceil((b - p) * scale)) + p for b, p in zip(costs.back[1:], params[1:])]
+    return ChainCosts(up(costs.sizes), up(costs.extras), up(costs.flops), params,
+                      int(math.ceil(costs.workspace * scale)), up(costs.inner), back)
 
 
 def _costed(sched, costs, scale=1.0):
     """The schedule with the chain's measured costs attached (parameter gradients accumulate)."""
-    sizes, extras, flops, params = _scaled(costs, scale)
-    return schedules.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=sizes, extra_bytes=extras,
-                              layer_flops=flops, param_bytes=params, persist=False)
+    c = _scaled(costs, scale)
+    return schedules.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
+                              layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
+                              back_bytes=c.back)
 
 
-def _fit(strategy, L, costs, reserve, budget, scale, fast=False):
+def _fit(strategy, L, costs, budget, scale, fast=False):
     """(label, simulation) of a strategy's best schedule at a batch scale within the budget, or None."""
-    limit = budget - int(math.ceil(reserve * scale))
+    c = _scaled(costs, scale)
+    limit = budget - c.workspace
     if limit <= 0:
         return None
     if strategy == "budget":
-        sizes, extras, flops, params = _scaled(costs, scale)
         if fast:   # feasibility only: the planner fits exactly when its minimum does
-            ok = schedules.minimum_budget(sizes, extras, params, persist=False) <= limit
+            ok = schedules.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner,
+                                          back=c.back) <= limit
             return ("budget", None) if ok else None
         try:
-            sched = schedules.budget(sizes, extras, flops, limit, params=params, persist=False, max_bins=256)
+            sched = schedules.budget(c.sizes, c.extras, c.flops, limit, params=c.params, persist=False,
+                                     max_bins=256, inner=c.inner, back=c.back)
         except ScheduleError:
             return None
         return "budget", sched.simulate()
@@ -397,9 +403,9 @@ def _fit(strategy, L, costs, reserve, budget, scale, fast=False):
     return (strategy, sim) if sim.peak_bytes <= limit else None
 
 
-def _largest_batch(strategy, L, costs, reserve, budget, batch):
+def _largest_batch(strategy, L, costs, budget, batch):
     """The largest batch whose step fits the budget under a strategy (binary search; memory grows with it)."""
-    fits = lambda b: _fit(strategy, L, costs, reserve, budget, b / batch, fast=True) is not None  # noqa: E731
+    fits = lambda b: _fit(strategy, L, costs, budget, b / batch, fast=True) is not None  # noqa: E731
     lo, hi = 0, 1
     while fits(hi) and hi < 1 << 24:
         lo, hi = hi, hi * 2
@@ -414,8 +420,8 @@ def cmd_plan(args):
     mg.manual_seed(0)
     blocks = [Block(args.width, args.width, "tanh", dtype=dtype) for _ in range(args.depth)]
     x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)).astype(dtype))
-    sizes, extras, flops, params, reserve = measure_chain(blocks, x)
-    costs = (sizes, extras, flops, params)
+    costs = measure_chain(blocks, x)
+    sizes, flops, reserve = costs.sizes, costs.flops, costs.workspace
     L, unit = args.depth, sizes[1]
     print(f"chain of {L} blocks Linear({args.width},{args.width})+Tanh, batch {args.batch}, {args.dtype}; "
           f"1 unit = one block output = {fmt_bytes(unit)}; budget {fmt_bytes(args.budget)} "
@@ -458,17 +464,17 @@ def cmd_plan(args):
         if name == "budget":
             found = ("budget", _costed(planned, costs).simulate()) if planned is not None else None
         else:
-            found = _fit(name, L, costs, reserve, args.budget, 1.0)
+            found = _fit(name, L, costs, args.budget, 1.0)
         if found is None:          # show the least memory the strategy can do, marked as not fitting
             smallest = schedules.make("revolve" if name in ("revolve", "budget") else name, L, slots=1)
             label, sim = f"{name} (smallest)" if name in ("revolve", "budget") else name, \
                 _costed(smallest, costs).simulate()
         else:
             label, sim = found
-        big = _largest_batch(name, L, costs, reserve, args.budget, args.batch)
+        big = _largest_batch(name, L, costs, args.budget, args.batch)
         per_sample = "-"
         if big:
-            there = _fit(name, L, costs, reserve, args.budget, big / args.batch)
+            there = _fit(name, L, costs, args.budget, big / args.batch)
             work = (fwd + bwd) * big / args.batch + there[1].recompute_flops
             per_sample = f"{work / rate / big * 1e6:.1f} us ({there[0]})"
         rows.append([label, str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",

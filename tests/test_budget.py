@@ -181,10 +181,10 @@ def test_on_a_uniform_chain_the_planner_reproduces_revolve(L, s):
     assert full.layer_forwards <= S.revolve_forwards(L, s)
 
 
-def _with_costs(sched, costs):
-    sizes, extras, flops, params = costs
-    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=sizes, extra_bytes=extras,
-                      layer_flops=flops, param_bytes=params, persist=False)
+def _with_costs(sched, c):
+    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
+                      layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
+                      back_bytes=c.back)
 
 
 def _hetero_chain(seed=0, L=24, batch=256):
@@ -207,9 +207,9 @@ def _step(layers, x, sched):
 def test_planned_chain_runs_within_budget_and_beats_uniform_and_revolve():
     layers, x = _hetero_chain()
     costs = measure_chain(layers, x)
-    sizes, reserve = costs[0], costs[4]
-    costs = costs[:4]
-    lowest = S.minimum_budget(costs[0], costs[1], costs[3], persist=False) + reserve
+    sizes, reserve = costs.sizes, costs.workspace
+    lowest = S.minimum_budget(sizes, costs.extras, costs.params, persist=False, inner=costs.inner,
+                                back=costs.back) + reserve
     _step(layers, x, S.none(len(layers)))          # every parameter gradient exists from here on
     for budget in (lowest, int(lowest * 1.2), int(lowest * 1.6), int(lowest * 2.5)):
         sched = plan(layers, x, "budget", budget=budget)
@@ -255,8 +255,8 @@ def test_budget_strategy_gradients_are_bit_identical():
     for layer in layers:
         layer.zero_grad()
     x.grad = None
-    sizes, extras, _, params, reserve = measure_chain(layers, x)
-    minimum = S.minimum_budget(sizes, extras, params, persist=False) + reserve
+    c = measure_chain(layers, x)
+    minimum = S.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner, back=c.back) + c.workspace
     y = checkpoint_sequential(layers, x, strategy="budget", budget=minimum + 100_000)
     (y * y).sum().backward()
     got = [p.grad.numpy() for layer in layers for p in layer.parameters()] + [x.grad.numpy()]

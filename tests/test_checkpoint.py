@@ -76,11 +76,16 @@ B, D = 32, 1024                      # one unit = one (32, 1024) float64 activat
 UNIT = B * D * 8
 
 
+WEIGHTS = mg.tensor(np.linspace(-1, 1, B * D).reshape(B, D))   # a fixed loss weighting, no gradient
+
+
 def _chain_step(layers, sched):
-    """One step over tanh layers (no parameters: every byte is an activation or a gradient)."""
+    """One step over tanh layers (no parameters: every byte is an activation or a gradient).
+
+    The loss sum(w * y) hands the chain exactly one gradient array, g_L = w.
+    """
     x = mg.tensor(np.random.default_rng(0).standard_normal((B, D)) * 0.5, requires_grad=True)
-    y = run_schedule(layers, x, sched)
-    (y * y).sum().backward()
+    (run_schedule(layers, x, sched) * WEIGHTS).sum().backward()     # nothing else holds x_L
     return x
 
 

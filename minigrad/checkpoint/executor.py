@@ -9,6 +9,8 @@ and BatchNorm running statistics come out as if nothing were recomputed.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .. import autograd, profiler
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad
@@ -183,52 +185,73 @@ def run_schedule(layers, x: Tensor, schedule: Schedule, store_dtype=None, offloa
     return Tensor._make(out_data, x.device, True, node, 0)
 
 
-def measure_chain(layers, x: Tensor):
-    """Run each layer once, recorded, and backward through it, measuring what the planner needs.
+class ChainCosts(NamedTuple):
+    """What the planner needs to know of a chain, measured by ``measure_chain`` (lists index 0..L)."""
 
-    Returns ``(sizes, extras, flops, params, workspace)``: lists indexed 0..L
-    (index 0 is the input) of output bytes, bytes saved beyond input and
-    output, forward FLOPs and parameter-gradient bytes, and the largest
-    *workspace* of any layer: bytes NumPy allocates inside an op and frees
-    before it returns, which the profiler does not count but memory must hold
-    (measured with tracemalloc on the CPU when it is not already tracing;
-    otherwise 0). Runs inside the recompute context and restores every
-    gradient it touches, so BatchNorm statistics, random generators and
-    ``.grad`` are left exactly as they were. A parameter shared by several
-    layers is counted at the last of them: backward reaches it first.
+    sizes: list       # bytes of x_0..x_L
+    extras: list      # bytes layer i saves for backward beyond its input and output
+    flops: list       # forward FLOPs of layer i
+    params: list      # bytes of layer i's parameter gradients
+    workspace: int    # bytes NumPy allocates inside an op and frees before it returns (the most of any layer)
+    inner: list       # bytes layer i holds only while its forward runs (intermediate results)
+    back: list        # bytes reversing layer i allocates beyond the gradient it receives
+
+
+def measure_chain(layers, x: Tensor) -> ChainCosts:
+    """Run each layer once without recording and once recorded with a backward, measuring costs.
+
+    See ``ChainCosts``. The workspace is measured with tracemalloc on the CPU
+    when it is not already tracing (otherwise 0). Runs inside the recompute
+    context and restores every gradient it touches, so BatchNorm statistics,
+    random generators and ``.grad`` are left exactly as they were. A parameter
+    shared by several layers is counted at the last of them: backward reaches
+    it first.
     """
     import tracemalloc  # noqa: PLC0415
 
-    sizes, extras, flops, params = [x.data.nbytes], [0], [0], [0]
+    sizes, extras, flops, params, inner, back = [x.data.nbytes], [0], [0], [0], [0], [0]
     found, workspace = [], 0
     trace = x.device.type == "cpu" and not tracemalloc.is_tracing()
     if trace:
         tracemalloc.start()
     cur = x.data
+    state = _random.get_rng_state(rng_devices([x]))
     try:
-        with recompute_context(rng_state=_random.get_rng_state(rng_devices([x]))):
+        with recompute_context(rng_state=state):
             for layer in layers:
                 leaf = Tensor._make(cur, x.device, True, None, 0)
                 before = profiler.live_bytes()
+                _random.set_rng_state(state)
+                with profiler.profile() as fprof, no_grad():
+                    y = layer(leaf)
+                inner.append(max(0, fprof.peak_bytes - before - y.data.nbytes))
+                del y
+                _random.set_rng_state(state)
                 with profiler.profile() as prof, enable_grad():
                     y = layer(leaf)
+                state = _random.get_rng_state(rng_devices([x]))
                 out = y.data
                 sizes.append(out.nbytes)
                 extras.append(max(0, profiler.live_bytes() - before - out.nbytes))
                 flops.append(prof.flops["recompute"])
                 used = [t for t in autograd.leaves(y) if t is not leaf]
                 found.append(used)
+                back.append(0)
                 if y.requires_grad:
                     kept = [(t, t.grad) for t in used]
-                    seed = y.device.xp.ones(y.shape, y.dtype)
+                    for t in used:
+                        t.grad = None      # measured as fresh gradients; the caller's are put back after
+                    seed = profiler.track(y.device.xp.ones(y.shape, y.dtype))
                     if trace:
                         tracemalloc.reset_peak()
                         start = tracemalloc.get_traced_memory()[0]
                     with profiler.profile() as bprof:
                         autograd.run_backward([(y, seed)])
+                    del seed
+                    back[-1] = bprof.peak_bytes - bprof.start_bytes
                     if trace:
                         traced = tracemalloc.get_traced_memory()[1] - start
-                        workspace = max(workspace, traced - (bprof.peak_bytes - bprof.start_bytes))
+                        workspace = max(workspace, traced - back[-1])
                     for t, g in kept:
                         t.grad = g
                 del y, leaf
@@ -243,7 +266,7 @@ def measure_chain(layers, x: Tensor):
             if id(t) not in seen:
                 seen.add(id(t))
                 params[i] += t.data.nbytes
-    return sizes, extras, flops, params, workspace
+    return ChainCosts(sizes, extras, flops, params, workspace, inner, back)
 
 
 _plans: dict = {}
@@ -251,6 +274,9 @@ _plans: dict = {}
 
 def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None) -> Schedule:
     """The Schedule ``checkpoint_sequential`` would run (print it, or call ``.simulate()``).
+
+    ``layers`` may be just their number for every strategy but ``budget``:
+    ``plan(64, strategy="revolve", slots=4)``.
 
     For ``strategy="budget"`` this measures the chain on ``x`` once (sizes, FLOPs)
     and solves for the cheapest schedule within ``budget`` (bytes or a string
@@ -261,6 +287,10 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
     are not part of it — only the gradient of the layer being reversed, while
     it is computed before being added to the one that exists.
     """
+    if isinstance(layers, int):       # a pure plan needs only the number of layers
+        if strategy == "budget":
+            raise ScheduleError("strategy='budget' measures the layers: pass the layers and an input x")
+        return schedules.make(strategy, layers, segments=segments, slots=slots)
     layers = list(layers)
     L = len(layers)
     if strategy != "budget":
@@ -274,8 +304,9 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
            x.shape, str(x.dtype), str(x.device), limit)
     sched = _plans.get(key)
     if sched is None:
-        sizes, extras, flops, params, workspace = measure_chain(layers, x)
-        sched = schedules.budget(sizes, extras, flops, limit, params=params, persist=False, reserve=workspace)
+        c = measure_chain(layers, x)
+        sched = schedules.budget(c.sizes, c.extras, c.flops, limit, params=c.params, persist=False,
+                                 reserve=c.workspace, inner=c.inner, back=c.back)
         if len(_plans) > 64:
             _plans.clear()
         _plans[key] = sched

@@ -76,6 +76,8 @@ class Schedule:
         self.layer_flops = params.pop("layer_flops", None)     # forward FLOPs of layers 1..L (index 0 unused)
         self.param_bytes = params.pop("param_bytes", None)     # bytes of the parameter gradients of layer i
         self.persist = params.pop("persist", True)             # do parameter gradients stay (True) or pass?
+        self.inner_bytes = params.pop("inner_bytes", None)     # bytes layer i holds only while it runs forward
+        self.back_bytes = params.pop("back_bytes", None)       # bytes reversing layer i allocates
         self.note = params.pop("note", None)
         self._check()
         self._split = self.split
@@ -135,7 +137,8 @@ class Schedule:
         peak_bytes = recompute_flops = None
         if self.layer_bytes is not None:
             _, peak_bytes, _, recompute_flops = _replay(self.actions, self.layer_bytes, self.extra_bytes,
-                                                        self.layer_flops, self.param_bytes, self.persist)
+                                                        self.layer_flops, self.param_bytes, self.persist,
+                                                        self.inner_bytes, self.back_bytes)
         return Simulation(self.L, forwards, forwards - self.L, peak_units, peak_slots, peak_bytes, recompute_flops)
 
     @property
@@ -192,7 +195,7 @@ class Schedule:
         return text
 
 
-def _replay(actions, size, extra, flops, params, persist=True):
+def _replay(actions, size, extra, flops, params, persist=True, inner=None, back=None):
     """Walk the actions, tracking what is alive; ``size[i]`` weighs x_i (1 each when None).
 
     Alive at any moment: the slots, the current activation, each recorded
@@ -207,6 +210,8 @@ def _replay(actions, size, extra, flops, params, persist=True):
     w = (lambda i: 1) if size is None else size.__getitem__
     x = (lambda i: 0) if extra is None else extra.__getitem__
     pg = (lambda i: 0) if params is None else params.__getitem__
+    tr = (lambda i: 0) if inner is None else inner.__getitem__
+    bk = (lambda i: w(i - 1) + pg(i)) if back is None else back.__getitem__
     param_grads = 0
     cur, slots, records = 0, {0}, []
     forwards, peak, peak_slots, grad, done_first = 0, 0, 1, 0, [False]
@@ -230,14 +235,14 @@ def _replay(actions, size, extra, flops, params, persist=True):
             if i in ran and flops is not None:
                 recompute += flops[i]
             ran.add(i)
-            peak = max(peak, alive(i - 1, i) + grad + (x(i) if k == "record" else 0))
+            peak = max(peak, alive(i - 1, i) + grad + tr(i) + (x(i) if k == "record" else 0))
             cur = i
             if k == "record":
                 records.append(i)
         elif k == "reverse":
+            peak = max(peak, alive() + w(i) + bk(i))
             if persist:
                 param_grads += pg(i)
-            peak = max(peak, alive() + w(i) + w(i - 1) + (0 if persist else pg(i)))
             records.pop()
             cur = None
             grad = w(i - 1)
@@ -340,7 +345,7 @@ def recursive(L: int) -> Schedule:
         rec(a, m, None)
 
     rec(0, L, 0)   # depth ⌈log2 L⌉: no recursion limit in sight
-    return Schedule("recursive", L, acts)
+    return Schedule("recursive", L, _tidy(acts))
 
 
 # --------------------------------------------------------------------------- Revolve
@@ -383,7 +388,10 @@ def revolve(L: int, slots: int) -> Schedule:
     """Binomial checkpointing (Revolve): exactly L + t(L, slots) layer forwards, the fewest possible.
 
     ``slots`` counts the input x_0. With one slot every layer is recomputed from
-    the input; with slots >= L no recompute is needed.
+    the input. Optimal in Revolve's model, where a layer is recorded only when
+    it is about to be reversed: with unlimited slots that still costs L - 1
+    recomputed forwards, which recording runs of layers (``none``, ``uniform``,
+    the budget planner) avoids when memory allows.
     """
     _check_L(L)
     if not isinstance(slots, int) or slots < 1:
@@ -416,7 +424,7 @@ def revolve(L: int, slots: int) -> Schedule:
         stack.append(("span", a, m, s, None))
         stack.append(("drop", m))
         stack.append(("span", m, b, s - 1, m))
-    return Schedule("revolve", L, acts, slots=slots)
+    return Schedule("revolve", L, _tidy(acts), slots=slots)
 
 
 def parse_bytes(text) -> int:
@@ -475,7 +483,7 @@ def _quantum(values, budget, max_bins):
 
 
 def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserve=0, runs=True,
-           max_bins=1024) -> Schedule:
+           max_bins=1024, inner=None, back=None) -> Schedule:
     """The schedule with the fewest forward FLOPs whose predicted peak fits ``budget_bytes``.
 
     ``sizes[i]`` are the bytes of x_0..x_L, ``extras[i]`` what recording layer i
@@ -485,7 +493,10 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     parameter gradients, which appear as backward reaches each layer (with
     ``persist=False`` they are added into gradients that already exist and
     only the one being computed counts); ``reserve`` bytes of it are set aside
-    for the temporaries ops allocate internally. A dynamic program in the spirit of Beaumont et al. (2019),
+    for the temporaries ops allocate internally, and ``inner[i]`` are the bytes
+    layer i holds only while its forward runs (a Linear's output before the
+    activation) and ``back[i]`` what reversing it allocates beyond the gradient
+    it receives (default: the input's gradient and its parameter gradients). A dynamic program in the spirit of Beaumont et al. (2019),
     "Optimal checkpointing for heterogeneous chains": to reverse layers a+1..b
     with x_a stored, either
 
@@ -507,18 +518,19 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     if budget_bytes < 0:
         raise ScheduleError(f"budget must be a non-negative number of bytes, got {budget_bytes}")
     params = list(params) if params is not None else [0] * (L + 1)
-    need = minimum_budget(sizes, extras, params, persist) + reserve
+    inner = list(inner) if inner is not None else [0] * (L + 1)
+    need = minimum_budget(sizes, extras, params, persist, inner, back) + reserve
     requested, budget_bytes = budget_bytes, budget_bytes - reserve
     if requested < need:
         raise ScheduleError(
             f"budget of {requested:,} bytes is below the minimum this chain needs: {need:,} bytes "
             f"(about {need / max(sizes[1:]):.1f} units of the largest activation, {max(sizes[1:]):,} bytes). "
             "Raise the budget, or shrink the batch.")
-    values = list(sizes) + [v for v in list(extras[1:]) + params[1:] if v]
+    values = list(sizes) + [v for v in list(extras[1:]) + params[1:] + inner[1:] + list(back or [0])[1:] if v]
     q = _quantum(values + [budget_bytes], budget_bytes, max_bins)
-    if _minimum_budget_bins(*_binned(sizes, extras, params, q, persist)) * q > budget_bytes:
+    if _minimum_budget_bins(*_binned(sizes, extras, params, q, persist, inner, back)) * q > budget_bytes:
         q = _quantum(values, budget_bytes, max(max_bins, budget_bytes))  # exact grid near the minimum
-    A, E, Grev, Gadv = _binned(sizes, extras, params, q, persist)
+    A, E, Gadv, I, Bk = _binned(sizes, extras, params, q, persist, inner, back)
     K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
     F = [0] * (L + 1)
     for i in range(1, L + 1):
@@ -539,23 +551,25 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
         return out
 
     # T[a, c]: transient of advancing a -> c without recording (x_a is in a slot);
-    # R[c, b]: peak of recording c+1..b as one run and reversing it (x_c not counted),
-    # with the parameter gradients of the layers reversed so far.
-    T, R = {}, {}
+    # Rrev[c, b] / Rrec[c, b]: peaks of reversing / recording c+1..b as one run
+    # (x_c not counted), the recording without the gradient that waits meanwhile.
+    T, Rrev, Rrec = {}, {}, {}
     for a in range(L + 1):
-        t, total, peak = 0, 0, 0
+        t, total, rev, rec = 0, 0, 0, 0
         T[a, a] = 0
         for j in range(a + 1, L + 1):
-            t = max(t, A[j - 1] * (j - 1 != a) + A[j])
+            t = max(t, A[j - 1] * (j - 1 != a) + A[j] + I[j])
             T[a, j] = t
             total += A[j] + E[j]
-            peak = max(peak, total + A[j] + A[j - 1] + Grev[j])
-            R[a, j] = peak
+            rec = max(rec, total + I[j])
+            rev = max(rev, total + A[j] + Bk[j] + Gadv[j + 1])
+            Rrev[a, j], Rrec[a, j] = rev, rec
+
     def transient(a, c):
         return T[a, c]
 
-    def run_peak(c, b):
-        return R[c, b]
+    def run_peak(c, b, g):
+        return max(Rrev[c, b], Rrec[c, b] + g)
 
     C = {}
     for a in range(L + 1):
@@ -568,7 +582,8 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
                 cand = (F[m] - F[a]) + shifted(C[m, b], A[m]) + C[a, m] + from_level(transient(a, m) + A[b] + Gadv[b + 1])
                 np.minimum(best, cand, out=best)
             for c in (range(a, b) if runs else (b - 1,)):
-                p = max(transient(a, c) + A[b] + Gadv[b + 1], A[c] * (c != a) + run_peak(c, b))
+                g = A[b] + Gadv[b + 1]
+                p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b, g))
                 cand = (F[c] - F[a]) + (F[b] - F[c]) + C[a, c] + from_level(p)
                 np.minimum(best, cand, out=best)
             C[a, b] = best
@@ -581,7 +596,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
             cand = (F[m] - F[a]) + shifted(top[m], A[m]) + C[a, m] + from_level(transient(a, m))
             np.minimum(best, cand, out=best)
         for c in (range(a, L) if runs else (L - 1,)):
-            p = max(transient(a, c), A[c] * (c != a) + run_peak(c, L))
+            p = max(transient(a, c), A[c] * (c != a) + run_peak(c, L, 0))
             cand = (F[L] - F[a]) + C[a, c] + from_level(p)
             np.minimum(best, cand, out=best)
         top[a] = best
@@ -608,7 +623,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
                 emit(a, m, k, False)
                 return
         for c in (range(a, b) if runs else (b - 1,)):
-            p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b))
+            p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b, g))
             if p > k:
                 continue
             if math.isclose((F[b] - F[a]) + C[a, c][k], target, rel_tol=1e-12, abs_tol=1e-9):
@@ -624,11 +639,13 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     acts = _tidy(acts)
     note = f"planned on a {q}-byte grid" + (f", {reserve:,} bytes reserved for op temporaries" if reserve else "")
     return Schedule("budget", L, acts, budget=requested, layer_bytes=list(sizes), extra_bytes=list(extras),
-                    layer_flops=list(flops), param_bytes=params, persist=persist, note=note)
+                    layer_flops=list(flops), param_bytes=params, persist=persist, inner_bytes=inner,
+                    back_bytes=list(back) if back is not None else None, note=note)
 
 
 def _tidy(acts):
-    """Drop restores of the activation that is already current, and keeps/drops of x_0 (always held)."""
+    """Drop restores of the activation that is already current, keeps/drops of x_0 (always held),
+    and keeps whose slot is dropped without ever being restored (nothing reads them)."""
     out, cur = [], 0
     for a in acts:
         if a.kind == "restore" and a.i == cur:
@@ -642,31 +659,43 @@ def _tidy(acts):
         elif a.kind == "restore":
             cur = a.i
         out.append(a)
-    return out
+    unread, kept_at = set(), {}
+    for n, a in enumerate(out):
+        if a.kind == "keep":
+            kept_at[a.i] = n
+        elif a.kind == "restore":
+            kept_at.pop(a.i, None)
+        elif a.kind == "drop" and a.i in kept_at:
+            unread.update((kept_at.pop(a.i), n))
+    return [a for n, a in enumerate(out) if n not in unread]
 
 
-def _binned(sizes, extras, params, q, persist=True):
-    """Sizes on a grid of q bytes (rounded up), and the parameter-gradient steps alive while
-    reversing layer i (Grev[i]) and while advancing once layers i.. are reversed (Gadv[i])."""
+def _binned(sizes, extras, params, q, persist=True, inner=None, back=None):
+    """Sizes on a grid of q bytes (rounded up): activations A, extras E, parameter-gradient steps
+    alive while advancing once layers i.. are reversed (G[i]), forward-only transients I, and
+    what reversing layer i allocates (B[i]: by default g_{i-1} and the layer's parameter gradients)."""
     L = len(sizes) - 1
     params = list(params) if params is not None else [0] * (L + 1)
-    A = [-(-int(v) // q) for v in sizes]
-    E = [0] + [-(-int(v) // q) for v in extras[1:]]
-    P = [0] + [-(-int(v) // q) for v in params[1:]] + [0]
-    cumulative = [0] * (L + 2)
-    for i in range(L, 0, -1):
-        cumulative[i] = cumulative[i + 1] + P[i]
+    inner = list(inner) if inner is not None else [0] * (L + 1)
+    up = lambda v: -(-int(v) // q)  # noqa: E731
+    A = [up(v) for v in sizes]
+    E = [0] + [up(v) for v in extras[1:]]
+    I = [0] + [up(v) for v in inner[1:]]  # noqa: E741
+    P = [0] + [up(v) for v in params[1:]] + [0]
+    B = [0] + ([up(v) for v in back[1:]] if back is not None else [A[i - 1] + P[i] for i in range(1, L + 1)])
+    G = [0] * (L + 2)
     if persist:
-        return A, E, cumulative, cumulative
-    return A, E, P, [0] * (L + 2)
+        for i in range(L, 0, -1):
+            G[i] = G[i + 1] + P[i]
+    return A, E, G, I, B
 
 
-def minimum_budget(sizes, extras, params=None, persist=True) -> int:
+def minimum_budget(sizes, extras, params=None, persist=True, inner=None, back=None) -> int:
     """The least budget (bytes) any schedule of this chain can run in: every layer reversed from x_0."""
-    return _minimum_budget_bins(*_binned(sizes, extras, params, 1, persist))
+    return _minimum_budget_bins(*_binned(sizes, extras, params, 1, persist, inner, back))
 
 
-def _minimum_budget_bins(A, E, Grev, Gadv):
+def _minimum_budget_bins(A, E, G, I, B):
     """The least memory (grid steps, x_0 included) any schedule needs: reverse each layer from x_0.
 
     With one slot (x_0) every layer i is reached by advancing from x_0 and then
@@ -675,8 +704,10 @@ def _minimum_budget_bins(A, E, Grev, Gadv):
     L = len(A) - 1
     worst = 0
     for i in range(1, L + 1):
-        held = Gadv[i + 1] + (A[i] if i < L else 0)       # gradients alive while advancing to x_{i-1}
-        adv = max((A[j - 1] * (j - 1 != 0) + A[j] for j in range(1, i)), default=0)
-        rec = A[i - 1] * (i - 1 != 0) + A[i] + E[i] + A[i] + A[i - 1] + Grev[i]
-        worst = max(worst, adv + held, rec)
+        held = G[i + 1] + (A[i] if i < L else 0)          # gradients alive while advancing to x_{i-1}
+        adv = max((A[j - 1] * (j - 1 != 0) + A[j] + I[j] for j in range(1, i)), default=0)
+        base = A[i - 1] * (i - 1 != 0) + A[i] + E[i]
+        rec = base + I[i] + held
+        rev = base + A[i] + B[i] + G[i + 1]
+        worst = max(worst, adv + held, rec, rev)
     return A[0] + worst
