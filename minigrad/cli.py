@@ -437,7 +437,8 @@ def cmd_plan(args):
     if planned is not None:
         print()
         print(planned.summary())
-        print(f"keeps x_i for i in {planned.kept or 'none (nothing besides the input)'}")
+        kept = ", ".join(f"x{i}" for i in planned.kept) or "nothing besides the input x0"
+        print(f"the forward pass keeps in slots: {kept}; runs of layers are recorded whole where memory allows")
         if args.timeline:
             print(planned.timeline())
     # a FLOP rate for predicted times: one plain step, timed
