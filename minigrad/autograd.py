@@ -211,6 +211,15 @@ def _accumulate_leaf(leaf, g, assigned: set):
             leaf.grad.data = acc + g
 
 
+def _pass_gradient(buffers, heap, node, k, g):
+    """Add ``g`` to the gradient waiting for output k of ``node``; queue the node on first arrival."""
+    buf = buffers.get(node)
+    if buf is None:
+        buf = buffers[node] = [None] * node.n_outputs
+        heapq.heappush(heap, (-node.seq, id(node), node))
+    buf[k] = g if buf[k] is None else profiler.track(buf[k] + g)
+
+
 def run_backward(box: list, retain_graph: bool = False):
     """Backpropagate from roots: ``box`` holds ``(tensor, grad_array)`` pairs and is emptied.
 
@@ -220,7 +229,7 @@ def run_backward(box: list, retain_graph: bool = False):
     heap = []
     buffers = {}
     assigned: set = set()
-    root = g = node = buf = None
+    root = g = node = None
     while box:
         root, g = box.pop()
         node = root._node
@@ -228,13 +237,8 @@ def run_backward(box: list, retain_graph: bool = False):
             if root.requires_grad:
                 _accumulate_leaf(root, g, assigned)
             continue
-        buf = buffers.get(node)
-        if buf is None:
-            buf = buffers[node] = [None] * node.n_outputs
-            heapq.heappush(heap, (-node.seq, id(node), node))
-        k = root._idx
-        buf[k] = g if buf[k] is None else buf[k] + g
-    del root, g, node, buf
+        _pass_gradient(buffers, heap, node, root._idx, g)
+    del root, g, node
     with profiler.phase("backward"):
         while heap:
             node = heapq.heappop(heap)[2]
@@ -267,12 +271,7 @@ def run_backward(box: list, retain_graph: bool = False):
                 if target.__class__ is _t.Tensor or isinstance(target, _t.Tensor):
                     _accumulate_leaf(target, gi, assigned)
                     continue
-                buf = buffers.get(target)
-                if buf is None:
-                    buf = buffers[target] = [None] * target.n_outputs
-                    heapq.heappush(heap, (-target.seq, id(target), target))
-                buf[k] = gi if buf[k] is None else profiler.track(buf[k] + gi)
-                del buf
+                _pass_gradient(buffers, heap, target, k, gi)
             del in_grads, edges, edge, gi, node
 
 

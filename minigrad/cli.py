@@ -491,6 +491,13 @@ def cmd_plan(args):
 # --------------------------------------------------------------------------- parser
 
 
+def _chain_arguments(parser, depth):
+    """--depth, --width and --batch of a chain of Linear+Tanh blocks."""
+    parser.add_argument("--depth", type=_positive_int, default=depth, help=f"blocks in the chain ({depth})")
+    parser.add_argument("--width", type=_positive_int, default=256, help="block width (256)")
+    parser.add_argument("--batch", type=_positive_int, default=256, help="batch size (256)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minigrad",
                                 description="minigrad: a small autograd engine that measures where training "
@@ -522,9 +529,7 @@ def build_parser():
                        description="One row per strategy on a chain of Linear+Tanh blocks: layer forwards, "
                                    "recompute FLOPs, peak activation memory (units and bytes), step time "
                                    "relative to no checkpointing.")
-    c.add_argument("--depth", type=_positive_int, default=64, help="blocks in the chain (64)")
-    c.add_argument("--width", type=_positive_int, default=256, help="block width (256)")
-    c.add_argument("--batch", type=_positive_int, default=256, help="batch size (256)")
+    _chain_arguments(c, depth=64)
     c.add_argument("--slots", type=_positive_int, default=None, help="slots for revolve (ceil(log2 depth)+1)")
     c.add_argument("--steps", type=_positive_int, default=5, help="timed steps per strategy (5)")
     c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
@@ -536,9 +541,7 @@ def build_parser():
                         description="Measure a chain of Linear+Tanh blocks, plan the cheapest schedule within "
                                     "the budget, compare it with none/sqrt/recursive/revolve, and find the "
                                     "largest batch that fits the budget under each strategy.")
-    pl.add_argument("--depth", type=_positive_int, default=100, help="blocks in the chain (100)")
-    pl.add_argument("--width", type=_positive_int, default=256, help="block width (256)")
-    pl.add_argument("--batch", type=_positive_int, default=256, help="batch size to plan for (256)")
+    _chain_arguments(pl, depth=100)
     pl.add_argument("--budget", type=_budget, required=True, metavar="BYTES",
                     help="memory for the activations of one training step and their gradients "
                          "(e.g. 20MB, 1.5GiB)")

@@ -24,6 +24,16 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def _gradients(self, weight_decay):
+        """(parameter, gradient) for each parameter that has one, with L2 weight decay added."""
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            if weight_decay:
+                g = g + weight_decay * p.data
+            yield p, g
+
     def step(self):
         raise NotImplementedError
 
@@ -43,12 +53,7 @@ class SGD(Optimizer):
 
     def step(self):
         """Update every parameter that has a gradient."""
-        for p in self.params:
-            if p.grad is None:
-                continue
-            g = p.grad.data
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
+        for p, g in self._gradients(self.weight_decay):
             if self.momentum:
                 st = self.state.get(id(p))
                 if st is None:
@@ -77,12 +82,7 @@ class Adam(Optimizer):
     def step(self):
         """Update every parameter that has a gradient."""
         b1, b2 = self.betas
-        for p in self.params:
-            if p.grad is None:
-                continue
-            g = p.grad.data
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
+        for p, g in self._gradients(self.weight_decay):
             st = self.state.get(id(p))
             if st is None:
                 xp = p.device.xp
