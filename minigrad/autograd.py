@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from . import profiler
 from . import tensor as _t
 from .errors import GraphError
@@ -212,12 +213,24 @@ def _accumulate_leaf(leaf, g, assigned: set):
 
 
 def _pass_gradient(buffers, heap, node, k, g):
-    """Add ``g`` to the gradient waiting for output k of ``node``; queue the node on first arrival."""
+    """Add ``g`` to the gradient waiting for output k of ``node``; queue the node on first arrival.
+
+    When the waiting gradient is referenced by nothing but this buffer, ``g`` is
+    added into it in place (the same sum, without a third array); otherwise a
+    new array is made, so no other holder of the first gradient sees it change.
+    """
     buf = buffers.get(node)
     if buf is None:
         buf = buffers[node] = [None] * node.n_outputs
         heapq.heappush(heap, (-node.seq, id(node), node))
-    buf[k] = g if buf[k] is None else profiler.track(buf[k] + g)
+    old = buf[k]
+    if old is None:
+        buf[k] = g
+    elif (sys.getrefcount(old) <= 3 and old.base is None and _writeable(old) and old.shape == g.shape
+          and old.dtype == g.dtype):
+        old += g               # refs: the buffer, ``old`` and getrefcount's argument
+    else:
+        buf[k] = profiler.track(old + g)
 
 
 def run_backward(box: list, retain_graph: bool = False):
@@ -264,14 +277,17 @@ def run_backward(box: list, retain_graph: bool = False):
             edges = node.next
             if not retain_graph:
                 node.release()
-            for edge, gi in zip(edges, in_grads):
+            in_grads = list(in_grads)
+            for n, edge in enumerate(edges):
+                gi, in_grads[n] = in_grads[n], None     # hand each gradient on without a spare reference
                 if edge is None or gi is None:
                     continue
                 target, k = edge
                 if target.__class__ is _t.Tensor or isinstance(target, _t.Tensor):
                     _accumulate_leaf(target, gi, assigned)
-                    continue
-                _pass_gradient(buffers, heap, target, k, gi)
+                else:
+                    _pass_gradient(buffers, heap, target, k, gi)
+                gi = None
             del in_grads, edges, edge, gi, node
 
 

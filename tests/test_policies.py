@@ -70,15 +70,18 @@ def test_save_matmuls_recomputes_no_matmul_and_sits_between_none_and_full(transf
 
 def test_attention_weights_dominate_and_policies_trade_them():
     """Between forward and backward, one attention layer over long sequences keeps mostly its (T, T)
-    weights; full recompute keeps only the input, save_matmuls keeps the matmul outputs (the scores
-    among them) but not the softmax."""
+    arrays. Full recompute keeps only the input; save_matmuls keeps the scores Q Kᵀ, as large as the
+    softmax weights, so it saves little here; save_linears keeps only the projections."""
+    from minigrad.checkpoint import save_linears
     mg.set_default_dtype(np.float64)
     mg.manual_seed(0)
     attn = mg.nn.SelfAttention(8)
     x = mg.tensor(np.random.default_rng(2).standard_normal((2, 128, 8)), requires_grad=True)
     kept, recompute = {}, {}
     weights = 2 * 128 * 128 * 8                       # one (batch, T, T) float64 array
-    for mode, pol in (("none", None), ("full", save_nothing), ("matmuls", save_matmuls)):
+    projection = 2 * 128 * 8 * 8                      # one (batch, T, dim) float64 array
+    policies = (("none", None), ("full", save_nothing), ("matmuls", save_matmuls), ("linears", save_linears))
+    for mode, pol in policies:
         with mg.profile() as prof:
             before = profiler.live_bytes()
             y = attn(x) if pol is None else checkpoint(attn, x, policy=pol)
@@ -88,8 +91,9 @@ def test_attention_weights_dominate_and_policies_trade_them():
         recompute[mode] = prof.flops["recompute"]
     assert kept["none"] >= weights                    # the softmax weights, saved for backward
     assert kept["full"] == 0                          # nothing but the output
-    assert weights <= kept["matmuls"] < kept["none"]  # the scores, kept; the softmax, recomputed
-    assert recompute["none"] == 0 < recompute["matmuls"] < recompute["full"]
+    assert kept["matmuls"] >= weights                 # the scores, kept in place of the weights
+    assert kept["linears"] == 3 * projection          # Q, K and V (the last projection's output is y itself)
+    assert recompute["none"] == 0 < recompute["matmuls"] < recompute["linears"] < recompute["full"]
 
 
 def test_policy_errors():
@@ -139,16 +143,21 @@ def test_float16_slots_halve_the_stored_bytes_and_keep_gradients_close():
         x = mg.tensor(X, requires_grad=True)
         before = profiler.live_bytes()
         y = checkpoint_sequential(layers, x, strategy="sqrt", store_dtype=store)
-        out[store] = [profiler.live_bytes() - before]
+        kept = profiler.live_bytes() - before
+        slots = y._node.run.slots
+        stored = sum(a.nbytes for i, a in slots.items() if i != 0)
         (y * y).mean().backward()
-        out[store] += [x.grad.numpy().copy()] + _grads([p for layer in layers for p in layer.parameters()])
-    slots = 4 - 1                                          # sqrt(16): 4 segments; x_0 is stored as it is
+        out[store] = [kept, stored, x.grad.numpy().copy()] + _grads([p for layer in layers for p in layer.parameters()])
+        del y, slots
+    # sqrt(16): 4 segments; x_0 is kept as it is and the last segment's input is recorded from, not
+    # stored, so 2 slots are stored: halved in float16, and the float32 originals are freed
     full_slot = 128 * 64 * 4
-    assert out[None][0] - out["float16"][0] == slots * full_slot // 2
+    assert out[None][1] == 2 * full_slot and out["float16"][1] == 2 * full_slot // 2
+    assert out[None][0] - out["float16"][0] == 2 * full_slot // 2
     # Storing in float16 rounds each kept activation by at most 2**-11 relative; the recomputed
     # segments start from those values. Measured: ~5e-6 relative error in the input gradient and
     # ~3e-5 in the worst parameter gradient; the test holds them below one float16 rounding.
-    errors = [np.linalg.norm(b - a) / np.linalg.norm(a) for a, b in zip(out[None][1:], out["float16"][1:])]
+    errors = [np.linalg.norm(b - a) / np.linalg.norm(a) for a, b in zip(out[None][2:], out["float16"][2:])]
     assert 0 < max(errors) < 2.0 ** -11
 
 

@@ -35,6 +35,17 @@ def save_matmuls(op) -> bool:
     return op in MATMUL_OPS
 
 
+def save_linears(op) -> bool:
+    """Keep the outputs of linear layers only; recompute the rest, attention's (T, T) products included.
+
+    In attention, Q Kᵀ is a matmul whose output is as large as the softmax
+    weights, so ``save_matmuls`` saves no memory there; keeping only the
+    projections (and recomputing Q Kᵀ, softmax and the product with V, as
+    Korthikanti et al. 2023 do) keeps memory linear in the sequence length.
+    """
+    return op is ops.Linear
+
+
 def replayable_ops():
     """Op classes whose kept outputs can be reused during recompute."""
     return [cls for cls in _all_ops() if cls.replay is not Function.replay]
@@ -133,4 +144,4 @@ def _to_pinned_host(array):
 
 
 PLAIN = Storage()
-__all__ = ["save_nothing", "save_matmuls", "Storage", "Selection", "replayable_ops", "check_policy"]
+__all__ = ["save_nothing", "save_matmuls", "save_linears", "Storage", "Selection", "replayable_ops", "check_policy"]

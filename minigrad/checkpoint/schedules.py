@@ -310,7 +310,7 @@ def uniform(L: int, k: int) -> Schedule:
         if bounds[j + 1]:
             acts.append(Action("drop", bounds[j + 1]))
         _emit_segment(acts, a, b, cur=None)
-    return Schedule("uniform", L, acts, segments=k)
+    return Schedule("uniform", L, _tidy(acts), segments=k)
 
 
 def sqrt(L: int) -> Schedule:
@@ -464,8 +464,8 @@ def make(strategy: str, L: int, segments=None, slots=None) -> Schedule:
 
 
 def default_slots(L: int) -> int:
-    """Revolve's default: ⌈log2 L⌉ + 1 slots, the memory of recursive bisection with fewer forwards."""
-    return max(1, math.ceil(math.log2(L))) + 1 if L > 1 else 1
+    """Revolve's default: as many slots as recursive bisection uses, so it does with fewer forwards."""
+    return recursive(L).simulate().peak_slots
 
 
 # --------------------------------------------------------------------------- the budget planner
@@ -527,7 +527,7 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
             f"(about {need / max(sizes[1:]):.1f} units of the largest activation, {max(sizes[1:]):,} bytes). "
             "Raise the budget, or shrink the batch.")
     values = list(sizes) + [v for v in list(extras[1:]) + params[1:] + inner[1:] + list(back or [0])[1:] if v]
-    q = _quantum(values + [budget_bytes], budget_bytes, max_bins)
+    q = _quantum(values, budget_bytes, max_bins)     # a divisor of every size; the budget is rounded down
     if _minimum_budget_bins(*_binned(sizes, extras, params, q, persist, inner, back)) * q > budget_bytes:
         q = _quantum(values, budget_bytes, max(max_bins, budget_bytes))  # exact grid near the minimum
     A, E, Gadv, I, Bk = _binned(sizes, extras, params, q, persist, inner, back)
