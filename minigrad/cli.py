@@ -320,7 +320,7 @@ def format_compare(rows, depth, width, batch, unit_bytes):
 
 def cmd_compare(args):
     strategies = [("none", {}), ("sqrt", {}), ("recursive", {}),
-                  ("revolve", {"slots": args.slots or max(2, math.ceil(math.log2(args.depth)) + 1)})]
+                  ("revolve", {"slots": args.slots or schedules.default_slots(args.depth)})]
     if args.budget is not None:
         strategies.append(("budget", {"budget": args.budget}))
     rows, timelines = compare_rows(args.depth, args.width, args.batch, strategies, steps=args.steps)
@@ -530,7 +530,7 @@ def build_parser():
                                    "recompute FLOPs, peak activation memory (units and bytes), step time "
                                    "relative to no checkpointing.")
     _chain_arguments(c, depth=64)
-    c.add_argument("--slots", type=_positive_int, default=None, help="slots for revolve (ceil(log2 depth)+1)")
+    c.add_argument("--slots", type=_positive_int, default=None, help="slots for revolve (default: as many as recursive uses)")
     c.add_argument("--steps", type=_positive_int, default=5, help="timed steps per strategy (5)")
     c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
                    help="also run the budget planner with this budget (e.g. 20MB)")

@@ -129,7 +129,9 @@ class Schedule:
     def simulate(self) -> Simulation:
         """Predict layer forwards, peak memory and recompute of running this schedule.
 
-        Units count activations (each x_i is one unit). When the schedule knows
+        Units count activations (each x_i is one unit). The model lets the output
+        x_L go once layer L is reversed: a caller that keeps its own reference to
+        the output through backward holds one more activation than predicted. When the schedule knows
         its layers' sizes (the budget planner measures them) the peak is also
         given in bytes, and recompute in FLOPs.
         """
@@ -636,11 +638,32 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
         raise AssertionError("budget planner: no choice reproduces the optimum")  # pragma: no cover
 
     emit(0, L, K, True)
-    acts = _tidy(acts)
+    costs = dict(layer_bytes=list(sizes), extra_bytes=list(extras), layer_flops=list(flops), param_bytes=params,
+                 persist=persist, inner_bytes=inner, back_bytes=list(back) if back is not None else None)
     note = f"planned on a {q}-byte grid" + (f", {reserve:,} bytes reserved for op temporaries" if reserve else "")
-    return Schedule("budget", L, acts, budget=requested, layer_bytes=list(sizes), extra_bytes=list(extras),
-                    layer_flops=list(flops), param_bytes=params, persist=persist, inner_bytes=inner,
-                    back_bytes=list(back) if back is not None else None, note=note)
+    best = Schedule("budget", L, _tidy(acts), budget=requested, note=note, **costs)
+    if q > _quantum(values, budget_bytes, max(max_bins, budget_bytes)):
+        # On a coarsened grid sizes were rounded up, so a classic schedule that fits exactly may have
+        # been ruled out: check them in exact bytes and keep the cheapest that fits.
+        cost = best.simulate().recompute_flops
+        for rival in _classics(L):
+            sim = Schedule(rival.strategy, L, rival.actions, **costs).simulate()
+            if sim.peak_bytes <= budget_bytes and sim.recompute_flops < cost:
+                cost = sim.recompute_flops
+                best = Schedule("budget", L, rival.actions, budget=requested, **costs,
+                                note=f"{note}; a {rival.summary().split(':')[0]} schedule, checked in exact bytes, "
+                                     "was cheaper")
+    return best
+
+
+def _classics(L):
+    """The fixed-shape schedules: none, every uniform segmentation, recursive, Revolve for every slot count."""
+    yield none(L)
+    for k in range(2, L + 1):
+        yield uniform(L, k)
+    yield recursive(L)
+    for s in range(1, L):
+        yield revolve(L, s)
 
 
 def _tidy(acts):
