@@ -9,8 +9,9 @@
    uniform (k segments, sqrt among them), recursive or Revolve schedule that
    fits the same budget in the same model.
 2. Four transformer blocks (dim 64, hidden 256, batch 8, 256 tokens, float64)
-   checkpointed at block boundaries: no checkpointing, full recompute, and
-   ``save_matmuls`` (matmul outputs kept, pointwise ops recomputed): peak
+   checkpointed at block boundaries: no checkpointing, full recompute,
+   ``save_matmuls`` (matmul outputs kept, pointwise ops recomputed) and
+   ``save_linears`` (only the projections kept; attention's T x T products recomputed): peak
    memory of the step, memory kept between forward and backward, and
    recompute FLOPs (with those of matmuls).
 
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from minigrad import profiler  # noqa: E402
-from minigrad.checkpoint import checkpoint, plan, run_schedule, save_matmuls, save_nothing  # noqa: E402
+from minigrad.checkpoint import checkpoint, plan, run_schedule, save_linears, save_matmuls, save_nothing  # noqa: E402
 from minigrad.checkpoint import schedules as S  # noqa: E402
 from minigrad.checkpoint.executor import measure_chain  # noqa: E402
 
@@ -110,7 +111,8 @@ def attention_table():
     blocks = [mg.nn.TransformerBlock(64, 256) for _ in range(4)]
     x = mg.tensor(np.random.default_rng(1).standard_normal((8, 256, 64)), requires_grad=True)
     rows = []
-    for mode, policy in (("none", None), ("full recompute", save_nothing), ("save_matmuls", save_matmuls)):
+    for mode, policy in (("none", None), ("full recompute", save_nothing), ("save_matmuls", save_matmuls),
+                         ("save_linears", save_linears)):
         for b in blocks:
             b.zero_grad()
         x.grad = None
