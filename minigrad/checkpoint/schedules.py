@@ -216,7 +216,7 @@ def _replay(actions, size, extra, flops, params, persist=True, inner=None, back=
     bk = (lambda i: w(i - 1) + pg(i)) if back is None else back.__getitem__
     param_grads = 0
     cur, slots, records = 0, {0}, []
-    forwards, peak, peak_slots, grad, done_first = 0, 0, 1, 0, [False]
+    forwards, peak, peak_slots, grad = 0, 0, 1, 0
     ran = set()
     recompute = 0
 
