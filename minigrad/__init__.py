@@ -4,7 +4,7 @@ from . import autograd, backend, errors, profiler, random
 from .autograd import enable_grad, is_grad_enabled, no_grad, tape
 from .backend import cuda_available, device
 from .errors import (ArgumentError, CheckpointError, DeviceError, DTypeError, GradcheckError, GraphError,
-                     IndexingError, MinigradError, ScheduleError, ShapeError)
+                     IndexingError, MinigradError, ScheduleError, ShapeError, StateDictError)
 from .profiler import profile
 from .random import manual_seed
 from .tensor import (Tensor, concatenate, exp, get_default_dtype, log, maximum, ones, rand, randn, relu,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ArgumentError
+
 
 def spirals(n_per_class=100, classes=3, noise=0.2, seed=0, dtype=np.float32):
     """Interleaved spiral arms (CS231n's classic): X of shape (n·classes, 2), integer labels y."""
     if n_per_class < 1 or classes < 2:
-        raise ValueError(f"spirals: need n_per_class >= 1 and classes >= 2, got {n_per_class}, {classes}")
+        raise ArgumentError(f"spirals: need n_per_class >= 1 and classes >= 2, got {n_per_class}, {classes}")
     rng = np.random.default_rng(seed)
     X = np.zeros((n_per_class * classes, 2))
     y = np.zeros(n_per_class * classes, dtype=np.int64)
@@ -23,7 +25,7 @@ def spirals(n_per_class=100, classes=3, noise=0.2, seed=0, dtype=np.float32):
 def moons(n_samples=200, noise=0.1, seed=0, dtype=np.float32):
     """Two interleaving half circles: X of shape (n_samples, 2), labels 0/1."""
     if n_samples < 2:
-        raise ValueError(f"moons: need n_samples >= 2, got {n_samples}")
+        raise ArgumentError(f"moons: need n_samples >= 2, got {n_samples}")
     rng = np.random.default_rng(seed)
     n_out = n_samples // 2
     n_in = n_samples - n_out

@@ -5,6 +5,10 @@ class MinigradError(Exception):
     """Base class of every error minigrad raises on purpose."""
 
 
+class StateDictError(MinigradError, KeyError):
+    """A state dict whose keys do not match the module's parameters and buffers."""
+
+
 class ArgumentError(MinigradError, ValueError):
     """An option outside what the op or optimizer accepts (reduction="avg", p=1.5, lr=-1, ...)."""
 

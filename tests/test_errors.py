@@ -333,3 +333,17 @@ def test_integer_index_arrays(index):
     expect = np.zeros((3, 4))
     np.add.at(expect, raw, 1.0)
     np.testing.assert_array_equal(x.grad.numpy(), expect)
+
+
+def test_state_dict_and_dataset_errors_are_minigrad_errors():
+    model = mg.nn.Linear(3, 2)
+    with pytest.raises(mg.StateDictError, match=r"missing keys \['bias'\].*strict=False"):
+        model.load_state_dict({"weight": np.zeros((2, 3))})
+    model.load_state_dict({"weight": np.zeros((2, 3))}, strict=False)
+    assert np.array_equal(model.weight.numpy(), np.zeros((2, 3)))
+    with pytest.raises(mg.ShapeError, match=r"'weight' has shape \(2, 3\)"):
+        model.load_state_dict({"weight": np.zeros((3, 3)), "bias": np.zeros(2)})
+    with pytest.raises(mg.ArgumentError, match="spirals"):
+        mg.data.spirals(0)
+    with pytest.raises(mg.ArgumentError, match="moons"):
+        mg.data.moons(1)

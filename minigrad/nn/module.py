@@ -6,7 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..backend import device as _device, to_device
-from ..errors import DeviceError, ShapeError
+from ..errors import DeviceError, ShapeError, StateDictError
 from ..tensor import Tensor, tensor
 
 
@@ -150,7 +150,8 @@ class Module:
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise StateDictError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
+                                 "load a state dict saved from the same architecture, or pass strict=False")
         for name, t in own.items():
             if name not in state:
                 continue
