@@ -170,18 +170,30 @@ class Tensor:
             return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
         return tensor(other, device=self._device)
 
-    def __add__(self, o): return ops.Add.apply(self, self._other(o, "add"))
-    def __radd__(self, o): return ops.Add.apply(self._other(o, "add"), self)
-    def __sub__(self, o): return ops.Sub.apply(self, self._other(o, "sub"))
-    def __rsub__(self, o): return ops.Sub.apply(self._other(o, "sub"), self)
-    def __mul__(self, o): return ops.Mul.apply(self, self._other(o, "mul"))
-    def __rmul__(self, o): return ops.Mul.apply(self._other(o, "mul"), self)
-    def __truediv__(self, o): return ops.Div.apply(self, self._other(o, "div"))
-    def __rtruediv__(self, o): return ops.Div.apply(self._other(o, "div"), self)
-    def __pow__(self, o): return ops.Pow.apply(self, self._other(o, "pow"))
-    def __rpow__(self, o): return ops.Pow.apply(self._other(o, "pow"), self)
-    def __matmul__(self, o): return ops.MatMul.apply(self, self._other(o, "matmul"))
-    def __rmatmul__(self, o): return ops.MatMul.apply(self._other(o, "matmul"), self)
+    def _pair(self, o, op):
+        """(self, other) ready for a binary op. An integer or boolean tensor meeting a Python float
+        is first cast to the default dtype, so ``int_tensor * 1.5`` is float32, as in PyTorch."""
+        other = self._other(o, op)
+        if isinstance(o, float) and self.dtype.kind in "biu":
+            return Tensor._make(self._data.astype(get_default_dtype()), self._device, False, None, 0), other
+        return self, other
+
+    def _binary(self, op, name, o, reflected=False):
+        a, b = self._pair(o, name)
+        return op.apply(b, a) if reflected else op.apply(a, b)
+
+    def __add__(self, o): return self._binary(ops.Add, "add", o)
+    def __radd__(self, o): return self._binary(ops.Add, "add", o, True)
+    def __sub__(self, o): return self._binary(ops.Sub, "sub", o)
+    def __rsub__(self, o): return self._binary(ops.Sub, "sub", o, True)
+    def __mul__(self, o): return self._binary(ops.Mul, "mul", o)
+    def __rmul__(self, o): return self._binary(ops.Mul, "mul", o, True)
+    def __truediv__(self, o): return self._binary(ops.Div, "div", o)
+    def __rtruediv__(self, o): return self._binary(ops.Div, "div", o, True)
+    def __pow__(self, o): return self._binary(ops.Pow, "pow", o)
+    def __rpow__(self, o): return self._binary(ops.Pow, "pow", o, True)
+    def __matmul__(self, o): return self._binary(ops.MatMul, "matmul", o)
+    def __rmatmul__(self, o): return self._binary(ops.MatMul, "matmul", o, True)
     def __neg__(self): return ops.Neg.apply(self)
 
     def __getitem__(self, index):

@@ -314,3 +314,13 @@ def test_backward_releases_saved_arrays_without_the_cycle_collector():
         assert mg.profiler.live_tensors() == start
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("op", [lambda t: t * 1.5, lambda t: 1.5 * t, lambda t: t + 0.5, lambda t: t / 2.0,
+                                lambda t: 2.0 - t, lambda t: t ** 2.0])
+def test_integer_tensor_with_a_python_float_gives_the_default_dtype(op):
+    t = mg.tensor(np.arange(3))
+    assert op(t).dtype == np.float32
+    mg.set_default_dtype(np.float64)
+    assert op(t).dtype == np.float64
+    assert (t * 2).dtype == np.int64          # integer with integer stays integer
