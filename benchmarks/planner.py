@@ -56,12 +56,6 @@ def step(layers, x, sched):
     del y
 
 
-def with_costs(sched, c):
-    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
-                      layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
-                      back_bytes=c.back)
-
-
 def planner_table():
     layers, x = hetero_chain()
     costs = measure_chain(layers, x)
@@ -72,8 +66,8 @@ def planner_table():
     step(layers, x, S.none(L))                    # parameter gradients exist from here on
     rivals = [(f"uniform:{k}", S.uniform(L, k)) for k in range(1, L + 1)] + [("recursive", S.recursive(L))] + \
              [(f"revolve:{s}", S.revolve(L, s)) for s in range(1, L + 1)]
-    rival_sims = [(name, with_costs(r, costs).simulate()) for name, r in rivals]
-    none_peak = with_costs(S.none(L), costs).simulate().peak_bytes + reserve
+    rival_sims = [(name, costs.price(r).simulate()) for name, r in rivals]
+    none_peak = costs.price(S.none(L)).simulate().peak_bytes + reserve
     rows = []
     for frac in (1.0, 1.25, 1.5, 2.0, 3.0):
         budget = int(lowest * frac)

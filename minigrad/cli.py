@@ -367,11 +367,8 @@ def _scaled(costs, scale):
 
 
 def _costed(sched, costs, scale=1.0):
-    """The schedule with the chain's measured costs attached (parameter gradients accumulate)."""
-    c = _scaled(costs, scale)
-    return schedules.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
-                              layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
-                              back_bytes=c.back)
+    """The schedule with the chain's measured costs, scaled to another batch, attached."""
+    return _scaled(costs, scale).price(sched)
 
 
 def _fit(strategy, L, costs, budget, scale, fast=False):

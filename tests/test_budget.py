@@ -181,12 +181,6 @@ def test_on_a_uniform_chain_the_planner_reproduces_revolve(L, s):
     assert full.layer_forwards <= S.revolve_forwards(L, s)
 
 
-def _with_costs(sched, c):
-    return S.Schedule(sched.strategy, sched.L, sched.actions, layer_bytes=c.sizes, extra_bytes=c.extras,
-                      layer_flops=c.flops, param_bytes=c.params, persist=False, inner_bytes=c.inner,
-                      back_bytes=c.back)
-
-
 def _hetero_chain(seed=0, L=24, batch=256):
     rng = np.random.default_rng(seed)
     widths = [int(w) for w in rng.choice([32, 64, 128, 256], L)]
@@ -240,7 +234,7 @@ def test_planned_chain_runs_within_budget_and_beats_uniform_and_revolve():
         L = len(layers)
         rivals = [S.uniform(L, k) for k in range(1, L + 1)] + [S.recursive(L), S.none(L)] + \
                  [S.revolve(L, s) for s in range(1, L + 1)]
-        fitting = [r for r in (_with_costs(r, costs).simulate() for r in rivals) if r.peak_bytes <= budget - reserve]
+        fitting = [r for r in (costs.price(r).simulate() for r in rivals) if r.peak_bytes <= budget - reserve]
         assert fitting, "some classic schedule should fit these budgets"
         assert sim.recompute_flops <= min(r.recompute_flops for r in fitting)
 

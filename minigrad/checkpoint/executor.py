@@ -196,6 +196,16 @@ class ChainCosts(NamedTuple):
     inner: list       # bytes layer i holds only while its forward runs (intermediate results)
     back: list        # bytes reversing layer i allocates beyond the gradient it receives
 
+    def price(self, schedule: Schedule) -> Schedule:
+        """``schedule`` with these costs attached, so ``simulate()`` predicts bytes and FLOPs too.
+
+        Parameter gradients count as the budget planner counts them: only the one
+        being computed, since they are added into gradients that already exist.
+        """
+        return Schedule(schedule.strategy, schedule.L, schedule.actions, **schedule.params,
+                        layer_bytes=self.sizes, extra_bytes=self.extras, layer_flops=self.flops,
+                        param_bytes=self.params, persist=False, inner_bytes=self.inner, back_bytes=self.back)
+
 
 def measure_chain(layers, x: Tensor) -> ChainCosts:
     """Run each layer once without recording and once recorded with a backward, measuring costs.
