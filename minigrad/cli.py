@@ -155,7 +155,8 @@ def cmd_train(args):
     make = mg.data.DATASETS[args.dataset]
     X, y = make(args.samples, seed=args.seed) if args.dataset == "spirals" else make(args.samples * 2, seed=args.seed)
     n_classes = int(y.max()) + 1
-    model = MLP(2, args.width, args.depth, n_classes, device=device, checkpoint=args.checkpoint)
+    # Built on the CPU and then moved, so one seed gives the same initial weights on every device.
+    model = MLP(2, args.width, args.depth, n_classes, checkpoint=args.checkpoint).to(device)
     opt = (mg.optim.Adam(model.parameters(), lr=args.lr) if args.optimizer == "adam"
            else mg.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9))
     xs, ys = mg.tensor(X, device=device), mg.tensor(y, device=device)

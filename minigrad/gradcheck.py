@@ -88,7 +88,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4):
         numeric = np.zeros(t.shape)
         try:
             for j in np.ndindex(*t.shape):
-                x = work[j]
+                x = work[j].item()    # a Python float: on CuPy work[j] is a view that the next line would change
                 work[j] = x + eps
                 plus = _scalar(fn, inputs, weights)
                 work[j] = x - eps

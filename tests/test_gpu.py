@@ -122,6 +122,10 @@ def test_checkpoint_memory_bounds_hold_on_device(strategy, opts):
 
 
 def test_offloading_slots_lowers_the_device_peak_and_keeps_gradients():
+    # 64 tanh layers under sqrt: 8 segments, slots x_0, x_8, ..., x_56. Offloaded, x_8 .. x_48 live
+    # on the host and come back to the device one at a time, while their segment is reversed, in
+    # place of that segment's slot: the peak drops by those 6 units. x_0 is the caller's, and x_56
+    # stays on the device either way: the first sweep records the last segment straight from it.
     L = 64
     layers = [mg.nn.Tanh() for _ in range(L)]
     X = np.random.default_rng(0).standard_normal((64, 4096)) * 0.5
@@ -131,13 +135,11 @@ def test_offloading_slots_lowers_the_device_peak_and_keeps_gradients():
         (checkpoint_sequential(layers, x, "sqrt", offload=offload) ** 2).sum().backward()   # warm-up
         x.grad = None
         with mg.profile() as prof:
-            y = checkpoint_sequential(layers, x, "sqrt", offload=offload)
-            (y * y).sum().backward()
-            del y
+            (checkpoint_sequential(layers, x, "sqrt", offload=offload) ** 2).sum().backward()
         peaks[offload] = (prof.device_peak_bytes - prof.device_start_bytes) / x.data.nbytes
         grads[offload] = x.grad.numpy()
     assert np.array_equal(grads[False], grads[True])
-    assert peaks[True] <= peaks[False] - 6          # the 7 slots besides x_0 live on the host
+    assert round(peaks[False]) - round(peaks[True]) == 6, peaks
 
 
 def test_dropout_replays_on_the_gpu():
@@ -165,6 +167,12 @@ def test_module_to_and_mixed_devices():
 
 def test_train_command_on_the_gpu(capsys):
     from minigrad.cli import main
-    assert main(["train", "--device", "cuda", "--quiet", "--epochs", "60"]) == 0
-    out = capsys.readouterr().out
-    assert "on cuda" in out and float(out.split("accuracy ")[1].split()[0]) >= 0.95
+    accuracy = {}
+    for device in ("cpu", "cuda"):
+        assert main(["train", "--device", device, "--quiet", "--epochs", "60"]) == 0
+        out = capsys.readouterr().out
+        assert f"on {device}" in out
+        accuracy[device] = float(out.split("accuracy ")[1].split()[0])
+    # Same seed, same initial weights (built on the CPU, then moved): the runs differ only
+    # by float32 rounding in the device's kernels.
+    assert accuracy["cuda"] >= 0.95 and abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.01, accuracy
