@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from ..errors import ScheduleError
 
 STRATEGIES = ("none", "sqrt", "recursive", "revolve", "budget")
@@ -484,8 +486,66 @@ def _quantum(values, budget, max_bins):
     return q
 
 
+class _Grid:
+    """A chain on the planner's memory grid, and the peaks both searches below share.
+
+    Levels are grid steps of free memory besides x_0 (always held) and the slots
+    of the enclosing subproblems. ``T[a, c]``: the transient of advancing
+    x_a -> x_c without recording, x_a in a slot; ``U[a, c]``: the same with x_a
+    counted as an ordinary activation (it is dropped on the way);
+    ``Rrev[c, b]`` / ``Rrec[c, b]``: the peaks of reversing / recording layers
+    c+1..b as one run (x_c not counted), the recording without the gradient
+    that waits meanwhile.
+    """
+
+    def __init__(self, A, E, G, I, B, flops, K):  # noqa: E741
+        self.A, self.G, self.L, self.n = A, G, len(A) - 1, K + 1
+        L = self.L
+        self.F = [0] * (L + 1)                     # prefix sums of forward FLOPs
+        for i in range(1, L + 1):
+            self.F[i] = self.F[i - 1] + flops[i]
+        self.T, self.U, self.Rrev, self.Rrec = {}, {}, {}, {}
+        for a in range(L + 1):
+            t, u, total, rev, rec = 0, 0, 0, 0, 0
+            self.T[a, a] = self.U[a, a] = 0
+            for j in range(a + 1, L + 1):
+                t = max(t, A[j - 1] * (j - 1 != a) + A[j] + I[j])
+                u = max(u, A[j - 1] + A[j] + I[j])
+                total += A[j] + E[j]
+                rec = max(rec, total + I[j])
+                rev = max(rev, total + A[j] + B[j] + G[j + 1])
+                self.T[a, j], self.U[a, j], self.Rrev[a, j], self.Rrec[a, j] = t, u, rev, rec
+
+    def grad(self, b):
+        """Grid steps of gradients alive while layers 1..b remain (none before the first reversal)."""
+        return 0 if b == self.L else self.A[b] + self.G[b + 1]
+
+    def run_need(self, a, c, b, g):
+        """Least level at which one sweep can advance x_a -> x_c (x_a kept) and record and reverse c+1..b."""
+        return max(self.T[a, c] + g, self.A[c] * (c != a) + max(self.Rrev[c, b], self.Rrec[c, b] + g))
+
+    def run_need_released(self, a, c, b, g):
+        """The same with x_a dropped once the sweep leaves it (c > a), on levels that count x_a as free."""
+        return max(self.U[a, c] + g, self.A[c] + max(self.Rrev[c, b], self.Rrec[c, b] + g))
+
+    def shifted(self, arr, s):
+        """arr[level - s] at every level (inf below s; for s < 0, the top level's value above the top)."""
+        n = self.n
+        if s >= 0:
+            return arr if s == 0 else np.concatenate([np.full(min(s, n), math.inf), arr[: max(0, n - s)]])
+        s = min(-s, n)
+        return np.concatenate([arr[s:], np.full(s, arr[-1])])
+
+    @staticmethod
+    def masked(arr, level):
+        """A copy of arr that is inf below ``level`` (where a choice needs more memory than there is)."""
+        out = arr.copy()
+        out[: max(0, level)] = math.inf
+        return out
+
+
 def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserve=0, runs=True,
-           max_bins=1024, inner=None, back=None) -> Schedule:
+           max_bins=1024, inner=None, back=None, exact=None) -> Schedule:
     """The schedule with the fewest forward FLOPs whose predicted peak fits ``budget_bytes``.
 
     ``sizes[i]`` are the bytes of x_0..x_L, ``extras[i]`` what recording layer i
@@ -498,23 +558,27 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     for the temporaries ops allocate internally, and ``inner[i]`` are the bytes
     layer i holds only while its forward runs (a Linear's output before the
     activation) and ``back[i]`` what reversing it allocates beyond the gradient
-    it receives (default: the input's gradient and its parameter gradients). A dynamic program in the spirit of Beaumont et al. (2019),
-    "Optimal checkpointing for heterogeneous chains": to reverse layers a+1..b
-    with x_a stored, either
+    it receives (default: the input's gradient and its parameter gradients).
 
-    1. advance to some m, keep x_m, reverse m+1..b with x_m's memory taken,
-       drop x_m, then reverse a+1..m; or
-    2. advance to some c without keeping it, record layers c+1..b as one run
-       and reverse them, then reverse a+1..c (``runs=False`` allows only runs of
-       one layer, which is the space Revolve searches).
+    Two dynamic programs, in the spirit of Beaumont et al. (2019), "Optimal
+    checkpointing for heterogeneous chains" (``exact=None`` picks the first
+    when its tables fit in about 64 MB, else the second):
 
-    Memory is counted exactly as ``Schedule.simulate`` counts it, on a grid of
-    ``q`` bytes (the gcd of the sizes, coarser only if the budget would need
-    more than ``max_bins`` steps; sizes are then rounded up, so the plan still
-    fits). Raises ScheduleError stating the minimum feasible budget.
+    * the **exact** search (``_exact_search``) finds the cheapest of *all*
+      schedules in this memory model (the tests check it against a search over
+      every action sequence): a slot may serve only part of the layers to its
+      right, and a slot is dropped as soon as its last sweep leaves it;
+    * the **nested** search (``_nested_search``, O(L^3) levels-vectors) finds
+      the cheapest schedule in which every slot serves all the layers to its
+      right and stays until they are reversed (like Revolve); on random chains
+      it is within a few percent of the exact one, and often equal.
+
+    ``runs=False`` records one layer at a time, which is the space Revolve
+    searches. Memory is counted exactly as ``Schedule.simulate`` counts it, on a
+    grid of ``q`` bytes (the gcd of the sizes, coarser only if the budget would
+    need more than ``max_bins`` steps; sizes are then rounded up, so the plan
+    still fits). Raises ScheduleError stating the minimum feasible budget.
     """
-    import numpy as np  # noqa: PLC0415  (vectorises the DP over memory levels only)
-
     L = len(sizes) - 1
     _check_L(L)
     if budget_bytes < 0:
@@ -532,115 +596,16 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     q = _quantum(values, budget_bytes, max_bins)     # a divisor of every size; the budget is rounded down
     if _minimum_budget_bins(*_binned(sizes, extras, params, q, persist, inner, back)) * q > budget_bytes:
         q = _quantum(values, budget_bytes, max(max_bins, budget_bytes))  # exact grid near the minimum
-    A, E, Gadv, I, Bk = _binned(sizes, extras, params, q, persist, inner, back)
+    A, E, G, I, B = _binned(sizes, extras, params, q, persist, inner, back)  # noqa: E741
     K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
-    F = [0] * (L + 1)
-    for i in range(1, L + 1):
-        F[i] = F[i - 1] + flops[i]
-    INF = math.inf
-    n = K + 1
-
-    def shifted(arr, s):                           # arr[k - s], inf below s
-        if s <= 0:
-            return arr
-        if s >= n:
-            return np.full(n, INF)
-        return np.concatenate([np.full(s, INF), arr[: n - s]])
-
-    def from_level(p):                             # 0 where k >= p, inf below
-        out = np.zeros(n)
-        out[: max(0, min(p, n))] = INF
-        return out
-
-    # T[a, c]: transient of advancing a -> c without recording (x_a is in a slot);
-    # Rrev[c, b] / Rrec[c, b]: peaks of reversing / recording c+1..b as one run
-    # (x_c not counted), the recording without the gradient that waits meanwhile.
-    T, Rrev, Rrec = {}, {}, {}
-    for a in range(L + 1):
-        t, total, rev, rec = 0, 0, 0, 0
-        T[a, a] = 0
-        for j in range(a + 1, L + 1):
-            t = max(t, A[j - 1] * (j - 1 != a) + A[j] + I[j])
-            T[a, j] = t
-            total += A[j] + E[j]
-            rec = max(rec, total + I[j])
-            rev = max(rev, total + A[j] + Bk[j] + Gadv[j + 1])
-            Rrev[a, j], Rrec[a, j] = rev, rec
-
-    def transient(a, c):
-        return T[a, c]
-
-    def run_peak(c, b, g):
-        return max(Rrev[c, b], Rrec[c, b] + g)
-
-    C = {}
-    for a in range(L + 1):
-        C[a, a] = np.zeros(n)
-    for length in range(1, L + 1):
-        for a in range(0, L - length + 1):
-            b = a + length
-            best = np.full(n, INF)
-            for m in range(a + 1, b):
-                cand = (F[m] - F[a]) + shifted(C[m, b], A[m]) + C[a, m] + from_level(transient(a, m) + A[b] + Gadv[b + 1])
-                np.minimum(best, cand, out=best)
-            for c in (range(a, b) if runs else (b - 1,)):
-                g = A[b] + Gadv[b + 1]
-                p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b, g))
-                cand = (F[c] - F[a]) + (F[b] - F[c]) + C[a, c] + from_level(p)
-                np.minimum(best, cand, out=best)
-            C[a, b] = best
-
-    # the first sweep: no gradient exists yet while it advances
-    top = {L: np.zeros(n)}
-    for a in range(L - 1, -1, -1):
-        best = np.full(n, INF)
-        for m in range(a + 1, L):
-            cand = (F[m] - F[a]) + shifted(top[m], A[m]) + C[a, m] + from_level(transient(a, m))
-            np.minimum(best, cand, out=best)
-        for c in (range(a, L) if runs else (L - 1,)):
-            p = max(transient(a, c), A[c] * (c != a) + run_peak(c, L, 0))
-            cand = (F[L] - F[a]) + C[a, c] + from_level(p)
-            np.minimum(best, cand, out=best)
-        top[a] = best
-
-    acts = []
-
-    def emit(a, b, k, first):
-        """Rebuild the choice behind C (or top) at memory level k, appending actions."""
-        if a == b:
-            return
-        target = (top[a] if first else C[a, b])[k]
-        g = 0 if first else A[b] + Gadv[b + 1]
-        for m in range(a + 1, b):
-            right = top[m] if first else C[m, b]
-            km = k - A[m]
-            if km < 0 or transient(a, m) + g > k:
-                continue
-            if math.isclose((F[m] - F[a]) + right[km] + C[a, m][k], target, rel_tol=1e-12, abs_tol=1e-9):
-                acts.append(Action("restore", a))
-                acts.extend(Action("advance", j) for j in range(a + 1, m + 1))
-                acts.append(Action("keep", m))
-                emit(m, b, km, first)
-                acts.append(Action("drop", m))
-                emit(a, m, k, False)
-                return
-        for c in (range(a, b) if runs else (b - 1,)):
-            p = max(transient(a, c) + g, A[c] * (c != a) + run_peak(c, b, g))
-            if p > k:
-                continue
-            if math.isclose((F[b] - F[a]) + C[a, c][k], target, rel_tol=1e-12, abs_tol=1e-9):
-                acts.append(Action("restore", a))
-                acts.extend(Action("advance", j) for j in range(a + 1, c + 1))
-                acts.extend(Action("record", j) for j in range(c + 1, b + 1))
-                acts.extend(Action("reverse", j) for j in range(b, c, -1))
-                emit(a, c, k, False)
-                return
-        raise AssertionError("budget planner: no choice reproduces the optimum")  # pragma: no cover
-
-    emit(0, L, K, True)
+    grid = _Grid(A, E, G, I, B, flops, K)
+    if exact is None:
+        exact = math.comb(L + 2, 3) * grid.n <= EXACT_CELLS
+    acts = (_exact_search if exact else _nested_search)(grid, runs)
     costs = dict(layer_bytes=list(sizes), extra_bytes=list(extras), layer_flops=list(flops), param_bytes=params,
                  persist=persist, inner_bytes=inner, back_bytes=list(back) if back is not None else None)
-    note = f"planned on a {q}-byte grid" + (f", {reserve:,} bytes reserved for op temporaries" if reserve else "")
+    note = (f"{'exact' if exact else 'nested'} search on a {q}-byte grid"
+            + (f", {reserve:,} bytes reserved for op temporaries" if reserve else ""))
     best = Schedule("budget", L, _tidy(acts), budget=requested, note=note, **costs)
     if q > _quantum(values, budget_bytes, max(max_bins, budget_bytes)):
         # On a coarsened grid sizes were rounded up, so a classic schedule that fits exactly may have
@@ -654,6 +619,201 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
                                 note=f"{note}; a {rival.summary().split(':')[0]} schedule, checked in exact bytes, "
                                      "was cheaper")
     return best
+
+
+EXACT_CELLS = 8_000_000   # the exact search keeps C(L+2, 3) vectors of grid levels: at most this many floats
+
+
+def _sweep(a, c, b, first_drop=False):
+    """Restore x_a, advance to x_c, record c+1..b and reverse them (dropping x_a once left, if asked)."""
+    acts = [Action("restore", a)]
+    for j in range(a + 1, c + 1):
+        acts.append(Action("advance", j))
+        if first_drop and j == a + 1:
+            acts.append(Action("drop", a))
+    acts.extend(Action("record", j) for j in range(c + 1, b + 1))
+    acts.extend(Action("reverse", j) for j in range(b, c, -1))
+    return acts
+
+
+def _advance_and_keep(a, p, first_drop=False):
+    """Restore x_a, advance to x_p and keep it (dropping x_a once left, if asked)."""
+    acts = [Action("restore", a)]
+    for j in range(a + 1, p + 1):
+        acts.append(Action("advance", j))
+        if first_drop and j == a + 1:
+            acts.append(Action("drop", a))
+    return acts + [Action("keep", p)]
+
+
+def _exact_search(g: _Grid, runs=True):
+    """The cheapest schedule in the memory model, over every schedule (see ``budget``).
+
+    Within the reversal of layers k+1..b from a slot x_a (k >= a), the first
+    *phase* reverses b..b'+1 (k <= b' < b) either as one run recorded from
+    x_{b'} (reached by advancing from x_a), or through a new slot x_p
+    (a < p <= b') that serves exactly those layers and is then dropped; the
+    remaining layers k+1..b' are the same problem again. x_a may be dropped
+    during its last phase, as soon as the sweep leaves it: then its bytes are
+    free for the rest of that phase. Slots made this way form a stack (each is
+    made from the one below it and dropped before that one is used again); the
+    tests check against a search over every action sequence that nothing
+    cheaper exists.
+
+    ``R[a, k][b - k - 1]`` is a vector over levels: the cheapest reversal of
+    layers k+1..b from x_a, x_a dropped at its last use (``R[0, k]``: from x_0,
+    which is never dropped). Phases are built for one b at a time; for each
+    (b', b) the best new slot over p is carried from a to a - 1 in O(1) vector
+    steps, since starting one layer earlier raises every p's transient to at
+    least the same value. Needs C(L+2, 3) vectors of levels.
+    """
+    L, n, A, F, T, U = g.L, g.n, g.A, g.F, g.T, g.U
+    INF = math.inf
+    R = {(a, k): np.full((L - k, n), INF) for k in range(L) for a in range(k + 1)}
+    for b in range(1, L + 1):
+        gb = g.grad(b)
+        keep_phase = {}                          # (a, b') -> the phase b..b'+1 from x_a, x_a kept
+        for b2 in range(b - 1, -1, -1):
+            run_ok = runs or b2 == b - 1
+            best_keep = best_rel = np.full(n, INF)   # best new slot p in (a, b2], with F[p] added
+            for a in range(b2, -1, -1):
+                phase = np.full(n, INF)
+                if run_ok:
+                    phase[max(0, g.run_need(a, b2, b, gb)):] = F[b] - F[a]
+                np.minimum(phase, best_keep - F[a], out=phase)
+                keep_phase[a, b2] = phase
+                last = phase
+                if 0 < a < b2:                   # x_a dropped once left: its bytes are free (level + A[a])
+                    rel = best_rel - F[a]
+                    if run_ok:
+                        rel[max(0, g.run_need_released(a, b2, b, gb)):] = np.minimum(
+                            rel[max(0, g.run_need_released(a, b2, b, gb)):], F[b] - F[a])
+                    last = np.minimum(phase, g.shifted(rel, -A[a]))
+                table = R[a, b2]
+                row = last
+                if b2 + 1 < b:
+                    rows = np.stack([keep_phase[a, c] for c in range(b2 + 1, b)])
+                    row = np.minimum(last, (rows + table[: b - b2 - 1]).min(axis=0))
+                table[b - b2 - 1] = row
+                if a > 0:                        # x_a as a new slot for starts a - 1 and below
+                    S = g.shifted(row, A[a]) + F[a]
+                    best_keep = np.minimum(g.masked(best_keep, T[a - 1, a + 1] + gb) if a < b2 else best_keep,
+                                           g.masked(S, T[a - 1, a] + gb))
+                    best_rel = g.masked(np.minimum(best_rel, S), U[a - 1, a] + gb)
+    acts = []
+
+    def phase_choices(a, b2, b, level, gb):
+        """(cost, actions) of each way to run the phase b..b2+1 from x_a at ``level``, x_a kept."""
+        if (runs or b2 == b - 1) and level >= g.run_need(a, b2, b, gb):
+            yield F[b] - F[a], _sweep(a, b2, b), None
+        for p in range(a + 1, b2 + 1):
+            if level >= T[a, p] + gb and level - A[p] >= 0:
+                yield F[p] - F[a] + R[p, b2][b - b2 - 1][level - A[p]], _advance_and_keep(a, p), (p, level - A[p])
+
+    def released_choices(a, b2, b, level, gb):
+        """The same for a last phase that drops x_a once it is left (``level`` counts x_a as free)."""
+        if (runs or b2 == b - 1) and level >= g.run_need_released(a, b2, b, gb):
+            yield F[b] - F[a], _sweep(a, b2, b, first_drop=True), None
+        for p in range(a + 1, b2 + 1):
+            if level >= U[a, p] + gb and level - A[p] >= 0:
+                yield (F[p] - F[a] + R[p, b2][b - b2 - 1][level - A[p]], _advance_and_keep(a, p, first_drop=True),
+                       (p, level - A[p]))
+
+    def take(actions, child, b2, b):
+        acts.extend(actions)
+        if child is not None:
+            emit(child[0], b2, b, child[1])
+
+    def emit(a, k, b, level):
+        """Append the actions behind R[a, k][b - k - 1][level]."""
+        target = R[a, k][b - k - 1][level]
+        gb = g.grad(b)
+        for cost, actions, child in phase_choices(a, k, b, level, gb):
+            if math.isclose(cost, target, rel_tol=1e-12, abs_tol=1e-9):
+                take(actions, child, k, b)
+                if a > 0:
+                    acts.append(Action("drop", a))
+                return
+        if 0 < a < k:
+            up = min(level + A[a], n - 1)
+            for cost, actions, child in released_choices(a, k, b, up, gb):
+                if math.isclose(cost, target, rel_tol=1e-12, abs_tol=1e-9):
+                    take(actions, child, k, b)
+                    return
+        for b2 in range(k + 1, b):
+            rest = R[a, k][b2 - k - 1][level]
+            for cost, actions, child in phase_choices(a, b2, b, level, gb):
+                if math.isclose(cost + rest, target, rel_tol=1e-12, abs_tol=1e-9):
+                    take(actions, child, b2, b)
+                    emit(a, k, b2, level)
+                    return
+        raise AssertionError("budget planner: no choice reproduces the optimum")  # pragma: no cover
+
+    if R[0, 0][L - 1][n - 1] < INF:
+        emit(0, 0, L, n - 1)
+    return acts
+
+
+def _nested_search(g: _Grid, runs=True):
+    """The cheapest schedule whose slots each serve every layer to their right (see ``budget``).
+
+    To reverse layers a+1..b with x_a stored, either advance to some m, keep
+    x_m, reverse m+1..b with x_m's memory taken, drop x_m, then reverse
+    a+1..m; or advance to some c, record c+1..b as one run and reverse it,
+    then reverse a+1..c (``runs=False``: runs of one layer only).
+    """
+    L, n, A, F, T = g.L, g.n, g.A, g.F, g.T
+    INF = math.inf
+
+    def from_level(p):                             # 0 where level >= p, inf below
+        out = np.zeros(n)
+        out[: max(0, min(p, n))] = INF
+        return out
+
+    C = {}
+    for a in range(L + 1):
+        C[a, a] = np.zeros(n)
+    for length in range(1, L + 1):
+        for a in range(0, L - length + 1):
+            b = a + length
+            gb = g.grad(b)
+            best = np.full(n, INF)
+            for m in range(a + 1, b):
+                cand = (F[m] - F[a]) + g.shifted(C[m, b], A[m]) + C[a, m] + from_level(T[a, m] + gb)
+                np.minimum(best, cand, out=best)
+            for c in (range(a, b) if runs else (b - 1,)):
+                cand = (F[b] - F[a]) + C[a, c] + from_level(g.run_need(a, c, b, gb))
+                np.minimum(best, cand, out=best)
+            C[a, b] = best
+    acts = []
+
+    def emit(a, b, k):
+        """Rebuild the choice behind C at level k, appending actions."""
+        if a == b:
+            return
+        target = C[a, b][k]
+        gb = g.grad(b)
+        for m in range(a + 1, b):
+            km = k - A[m]
+            if km < 0 or T[a, m] + gb > k:
+                continue
+            if math.isclose((F[m] - F[a]) + C[m, b][km] + C[a, m][k], target, rel_tol=1e-12, abs_tol=1e-9):
+                acts.extend(_advance_and_keep(a, m))
+                emit(m, b, km)
+                acts.append(Action("drop", m))
+                emit(a, m, k)
+                return
+        for c in (range(a, b) if runs else (b - 1,)):
+            if g.run_need(a, c, b, gb) > k:
+                continue
+            if math.isclose((F[b] - F[a]) + C[a, c][k], target, rel_tol=1e-12, abs_tol=1e-9):
+                acts.extend(_sweep(a, c, b))
+                emit(a, c, k)
+                return
+        raise AssertionError("budget planner: no choice reproduces the optimum")  # pragma: no cover
+
+    emit(0, L, n - 1)
+    return acts
 
 
 def _classics(L):
