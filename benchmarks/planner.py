@@ -2,10 +2,11 @@
 
 1. A chain of 32 blocks Linear + activation whose widths vary (64..512) and
    whose activations differ (Tanh saves its output; tanh-GELU also its input),
-   batch 256, float64. For several budgets: the planner's predicted peak, the
+   batch 256, float64. For several budgets: which search the planner used
+   (exact, or nested for chains too long for the exact tables), its predicted peak, the
    peak measured by the profiler and by tracemalloc (everything the step adds
    besides the parameters and their already-existing gradients, the input
-   included), its recompute FLOPs, and the fewest recompute FLOPs of any
+   included), its recompute FLOPs, those of the nested search alone, and the fewest recompute FLOPs of any
    uniform (k segments, sqrt among them), recursive or Revolve schedule that
    fits the same budget in the same model.
 2. Four transformer blocks (dim 64, hidden 256, batch 8, 256 tokens, float64)
@@ -14,6 +15,10 @@
    ``save_linears`` (only the projections kept; attention's T x T products recomputed): peak
    memory of the step, memory kept between forward and backward, and
    recompute FLOPs (with those of matmuls).
+
+3. The exact search against the nested one (``budget(..., exact=False)``) on
+   small random chains: how often the exact search is cheaper, and by how much
+   (total forward FLOPs of one step).
 
 Run:  python benchmarks/planner.py
 """
@@ -87,16 +92,19 @@ def planner_table():
         tracemalloc.stop()
         fitting = [(n, s) for n, s in rival_sims if s.peak_bytes <= budget - reserve]
         best = min(fitting, key=lambda t: t[1].recompute_flops) if fitting else None
-        rows.append([f"{budget / 1e6:.2f}", f"{(sim.peak_bytes + reserve) / 1e6:.2f}", f"{measured / 1e6:.2f}",
-                     f"{traced / 1e6:.2f}", f"{sim.recompute_flops / 1e6:.1f}",
+        nested = S.budget(sizes, costs.extras, flops, budget, params=costs.params, persist=False, reserve=reserve,
+                          inner=costs.inner, back=costs.back, exact=False).simulate()
+        rows.append([f"{budget / 1e6:.2f}", sched.note.split()[0], f"{(sim.peak_bytes + reserve) / 1e6:.2f}",
+                     f"{measured / 1e6:.2f}", f"{traced / 1e6:.2f}", f"{sim.recompute_flops / 1e6:.1f}",
+                     f"{nested.recompute_flops / 1e6:.1f}",
                      f"{best[1].recompute_flops / 1e6:.1f} ({best[0]})" if best else "none fits",
                      f"{sim.layer_forwards}"])
     print(f"chain of {L} blocks, widths {sorted(set(sizes[1:]))[0] // (8 * 256)}..{max(sizes[1:]) // (8 * 256)}, "
           f"batch 256, float64; forward FLOPs of one pass {sum(flops) / 1e6:.1f} M; "
           f"no checkpointing needs {none_peak / 1e6:.2f} MB; smallest feasible budget {lowest / 1e6:.2f} MB "
           f"(includes {reserve / 1e6:.2f} MB reserved for temporaries inside ops)")
-    print(table(["budget MB", "predicted MB", "profiler MB", "tracemalloc MB", "recompute MFLOP",
-                 "best classic schedule that fits: recompute MFLOP", "layer forwards"], rows))
+    print(table(["budget MB", "search", "predicted MB", "profiler MB", "tracemalloc MB", "recompute MFLOP",
+                 "nested search: MFLOP", "best classic schedule that fits: recompute MFLOP", "layer forwards"], rows))
 
 
 def attention_table():
@@ -128,6 +136,36 @@ def attention_table():
                  "recompute / forward"], rows))
 
 
+def searches_table(chains=340):
+    """Exact against nested search on small random chains (every term of the memory model drawn)."""
+    rng = np.random.default_rng(2026)
+    cases, cheaper, worst, example = 0, 0, 1.0, None
+    for _ in range(chains):
+        L = int(rng.integers(1, 9))
+        sizes = [int(v) for v in rng.integers(1, 4, L + 1)]
+        extras = [0] + [int(v) for v in rng.integers(0, 3, L)]
+        flops = [0] + [int(v) for v in rng.integers(1, 10, L)]
+        params = [0] + [int(v) for v in rng.integers(0, 2, L)]
+        inner = [0] + [int(v) for v in rng.integers(0, 3, L)]
+        back = [0] + [sizes[i - 1] + int(rng.integers(0, 3)) for i in range(1, L + 1)]
+        persist = bool(rng.integers(0, 2))
+        lo = S.minimum_budget(sizes, extras, params, persist, inner, back)
+        for budget in (lo, lo + 2, lo + 4, lo + 7):
+            kw = dict(params=params, persist=persist, inner=inner, back=back)
+            exact = S.budget(sizes, extras, flops, budget, exact=True, **kw).simulate()
+            nested = S.budget(sizes, extras, flops, budget, exact=False, **kw).simulate()
+            cases += 1
+            total = sum(flops)
+            if nested.recompute_flops > exact.recompute_flops:
+                cheaper += 1
+                ratio = (total + nested.recompute_flops) / (total + exact.recompute_flops)
+                if ratio > worst:
+                    worst, example = ratio, (L, budget)
+    print(f"exact against nested search, {chains} random chains with L = 1..8, 4 budgets each (minimum, +2, +4, +7)")
+    print(f"{cases} (chain, budget) cases: the exact search is cheaper in {cheaper}; the nested search's "
+          f"forward FLOPs are at most {worst:.3f}x the exact search's (L = {example[0]}, budget {example[1]})")
+
+
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     print("\n".join(machine_report()))
@@ -135,6 +173,8 @@ def main(argv=None):
     planner_table()
     print()
     attention_table()
+    print()
+    searches_table()
     return 0
 
 

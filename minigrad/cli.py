@@ -437,6 +437,7 @@ def cmd_plan(args):
         print(planned.summary())
         kept = ", ".join(f"x{i}" for i in planned.kept) or "nothing besides the input x0"
         print(f"the forward pass keeps in slots: {kept}; runs of layers are recorded whole where memory allows")
+        print(f"planner: {planned.note}")
         if args.timeline:
             print(planned.timeline())
     # a FLOP rate for predicted times: one plain step, timed

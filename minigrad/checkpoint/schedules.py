@@ -1,6 +1,6 @@
 """Checkpointing schedules as data: which activations to keep, what to recompute, in what order.
 
-Pure Python, no arrays: a schedule for a chain of L layers is a list of
+A schedule is plain data, no arrays: for a chain of L layers, a list of
 actions over activation indices 0..L (x_0 is the input, x_i = layer_i(x_{i-1})):
 
 =============  ============================================================
@@ -599,12 +599,15 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
     A, E, G, I, B = _binned(sizes, extras, params, q, persist, inner, back)  # noqa: E741
     K = int(budget_bytes // q) - A[0]             # x_0 sits in slot 0 for the whole step
     grid = _Grid(A, E, G, I, B, flops, K)
+    cells = math.comb(L + 2, 3) * grid.n
+    why = ""
     if exact is None:
-        exact = math.comb(L + 2, 3) * grid.n <= EXACT_CELLS
+        exact = cells <= EXACT_CELLS
+        why = "" if exact else f" (the exact search would need {8 * cells / 1e6:,.0f} MB of tables)"
     acts = (_exact_search if exact else _nested_search)(grid, runs)
     costs = dict(layer_bytes=list(sizes), extra_bytes=list(extras), layer_flops=list(flops), param_bytes=params,
                  persist=persist, inner_bytes=inner, back_bytes=list(back) if back is not None else None)
-    note = (f"{'exact' if exact else 'nested'} search on a {q}-byte grid"
+    note = (f"{'exact' if exact else 'nested'} search on a {q}-byte grid{why}"
             + (f", {reserve:,} bytes reserved for op temporaries" if reserve else ""))
     best = Schedule("budget", L, _tidy(acts), budget=requested, note=note, **costs)
     if q > _quantum(values, budget_bytes, max(max_bins, budget_bytes)):
