@@ -667,8 +667,8 @@ def _exact_search(g: _Grid, runs=True):
     layers k+1..b from x_a, x_a dropped at its last use (``R[0, k]``: from x_0,
     which is never dropped). Phases are built for one b at a time; for each
     (b', b) the best new slot over p is carried from a to a - 1 in O(1) vector
-    steps, since starting one layer earlier raises every p's transient to at
-    least the same value. Needs C(L+2, 3) vectors of levels.
+    steps: starting one layer earlier puts the same first steps in front of
+    every p's transient. Needs C(L+2, 3) vectors of levels.
     """
     L, n, A, F, T, U = g.L, g.n, g.A, g.F, g.T, g.U
     INF = math.inf
@@ -689,8 +689,8 @@ def _exact_search(g: _Grid, runs=True):
                 if 0 < a < b2:                   # x_a dropped once left: its bytes are free (level + A[a])
                     rel = best_rel - F[a]
                     if run_ok:
-                        rel[max(0, g.run_need_released(a, b2, b, gb)):] = np.minimum(
-                            rel[max(0, g.run_need_released(a, b2, b, gb)):], F[b] - F[a])
+                        need = max(0, g.run_need_released(a, b2, b, gb))
+                        rel[need:] = np.minimum(rel[need:], F[b] - F[a])
                     last = np.minimum(phase, g.shifted(rel, -A[a]))
                 table = R[a, b2]
                 row = last
@@ -700,8 +700,8 @@ def _exact_search(g: _Grid, runs=True):
                 table[b - b2 - 1] = row
                 if a > 0:                        # x_a as a new slot for starts a - 1 and below
                     S = g.shifted(row, A[a]) + F[a]
-                    best_keep = np.minimum(g.masked(best_keep, T[a - 1, a + 1] + gb) if a < b2 else best_keep,
-                                           g.masked(S, T[a - 1, a] + gb))
+                    # from x_{a-1}, reaching any p > a first passes layers a and a + 1: T[a-1, a+1]
+                    best_keep = np.minimum(g.masked(best_keep, T[a - 1, a + 1] + gb), g.masked(S, T[a - 1, a] + gb))
                     best_rel = g.masked(np.minimum(best_rel, S), U[a - 1, a] + gb)
     acts = []
 
