@@ -578,12 +578,8 @@ def _has_advanced(index):
 
 
 def _scatter_add(out, index, values):
-    """out[index] += values, adding every occurrence of a repeated index (NumPy or CuPy)."""
-    if isinstance(out, np.ndarray):
-        np.add.at(out, index, values)
-    else:
-        import cupyx  # noqa: PLC0415
-        cupyx.scatter_add(out, index, values)
+    """out[index] += values, adding every occurrence of a repeated index (NumPy or CuPy >= 13)."""
+    xp_of(out).add.at(out, index, values)
 
 
 class GetItem(Function):

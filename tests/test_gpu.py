@@ -121,6 +121,41 @@ def test_checkpoint_memory_bounds_hold_on_device(strategy, opts):
     assert sim.peak_units - 0.01 <= units <= sim.peak_units + 1.01
 
 
+def test_budget_plans_fit_on_the_device_with_exact_gradients():
+    # The planner measures the chain on the device (CuPy's allocator sees every temporary) and its
+    # plans must fit there: activations, their gradients and temporaries, x_0 included; parameter
+    # gradients exist already and are accumulated into in place.
+    from minigrad.checkpoint import schedules as S
+    from minigrad.checkpoint.executor import measure_chain
+    rng = np.random.default_rng(0)
+    widths = [int(w) for w in rng.choice([256, 512, 1024], 12)]
+    mg.manual_seed(0)
+    layers = [mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64, device="cuda"), mg.nn.Tanh())
+              for a, b in zip([512] + widths, widths)]
+    params = [p for layer in layers for p in layer.parameters()]
+    x = mg.tensor(rng.standard_normal((512, 512)), requires_grad=True, device="cuda")
+    y = x
+    for layer in layers:
+        y = layer(y)
+    y.sum().backward()
+    del y
+    ref = [p.grad.numpy().copy() for p in params] + [x.grad.numpy().copy()]
+    c = measure_chain(layers, x)
+    lowest = S.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner, back=c.back) + c.workspace
+    for frac in (1.0, 1.5, 2.5):
+        budget = int(lowest * frac)
+        sched = plan(layers, x, "budget", budget=budget)
+        for p in params:
+            p.grad.data[...] = 0
+        x.grad = None
+        with mg.profile() as prof:
+            run_schedule(layers, x, sched).sum().backward()
+        measured = prof.device_peak_bytes - prof.device_start_bytes + c.sizes[0]
+        assert measured <= budget, (frac, measured, budget, sched.note)
+        got = [p.grad.numpy() for p in params] + [x.grad.numpy()]
+        assert all(np.array_equal(a, b) for a, b in zip(ref, got)), frac
+
+
 def test_offloading_slots_lowers_the_device_peak_and_keeps_gradients():
     # 64 tanh layers under sqrt: 8 segments, slots x_0, x_8, ..., x_56. Offloaded, x_8 .. x_48 live
     # on the host and come back to the device one at a time, while their segment is reversed, in
