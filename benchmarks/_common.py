@@ -99,6 +99,18 @@ def import_torch(threads=1, disabled=False):
     return torch
 
 
+def start(args, torch_part):
+    """What a benchmark does first, in this order: pin the BLAS threads (before NumPy loads), make
+    the repository importable, then import PyTorch pinned alike. Returns (notes, torch or None);
+    ``torch_part`` names what is skipped without PyTorch ("its rows", "its column")."""
+    notes = pin_blas_threads(args.threads, args.clear_openblas_env)
+    add_repo_to_path()
+    torch = import_torch(args.threads, args.no_torch)
+    if torch is None:
+        notes.append(f"PyTorch not importable or --no-torch: {torch_part} skipped")
+    return notes, torch
+
+
 @contextlib.contextmanager
 def quiet_stderr():
     """Silence file descriptor 2 inside the block (PyTorch's profiler logs each start and stop from C++)."""

@@ -205,14 +205,10 @@ def torch_peak(torch, step):
 
 def main(argv=None):
     args = parse_args(argv)
-    notes = C.pin_blas_threads(args.threads, args.clear_openblas_env)
-    C.add_repo_to_path()
+    notes, torch = C.start(args, "its rows are")
     import numpy as np  # noqa: PLC0415  (after pinning)
     import minigrad as mg  # noqa: PLC0415
     from minigrad.checkpoint import plan  # noqa: PLC0415
-    torch = C.import_torch(args.threads, args.no_torch)
-    if torch is None:
-        notes.append("PyTorch not importable or --no-torch: its rows are skipped")
 
     L = args.layers
     blocks, x, mg_steps, mg_grads = build_minigrad(args, np, mg)

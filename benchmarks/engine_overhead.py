@@ -185,13 +185,9 @@ def check_same_math(np, steps, first):
 
 def main(argv=None):
     args = parse_args(argv)
-    notes = C.pin_blas_threads(args.threads, args.clear_openblas_env)
-    C.add_repo_to_path()
+    notes, torch = C.start(args, "its column is")
     import numpy as np  # noqa: PLC0415  (after pinning)
     import minigrad as mg  # noqa: PLC0415
-    torch = C.import_torch(args.threads, args.no_torch)
-    if torch is None:
-        notes.append("PyTorch not importable or --no-torch: its column is skipped")
 
     print(f"engine_overhead: one SGD step (forward, cross-entropy, backward, update) of an MLP with "
           f"{args.depth} Linear layers, width {args.width}, batch {args.batch}, {args.classes} classes, "

@@ -30,7 +30,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -628,26 +628,25 @@ def budget(sizes, extras, flops, budget_bytes, params=None, persist=True, reserv
 EXACT_CELLS = 8_000_000   # the exact search keeps C(L+2, 3) vectors of grid levels: at most this many floats
 
 
-def _sweep(a, c, b, first_drop=False):
-    """Restore x_a, advance to x_c, record c+1..b and reverse them (dropping x_a once left, if asked)."""
+def _advance(a, c, drop=False):
+    """Restore x_a and advance to x_c without recording (dropping x_a once the sweep leaves it, if asked)."""
     acts = [Action("restore", a)]
     for j in range(a + 1, c + 1):
         acts.append(Action("advance", j))
-        if first_drop and j == a + 1:
+        if drop and j == a + 1:
             acts.append(Action("drop", a))
-    acts.extend(Action("record", j) for j in range(c + 1, b + 1))
-    acts.extend(Action("reverse", j) for j in range(b, c, -1))
     return acts
 
 
-def _advance_and_keep(a, p, first_drop=False):
-    """Restore x_a, advance to x_p and keep it (dropping x_a once left, if asked)."""
-    acts = [Action("restore", a)]
-    for j in range(a + 1, p + 1):
-        acts.append(Action("advance", j))
-        if first_drop and j == a + 1:
-            acts.append(Action("drop", a))
-    return acts + [Action("keep", p)]
+def _sweep(a, c, b, drop=False):
+    """Advance x_a -> x_c, record c+1..b and reverse them."""
+    return _advance(a, c, drop) + [Action("record", j) for j in range(c + 1, b + 1)] + \
+        [Action("reverse", j) for j in range(b, c, -1)]
+
+
+def _advance_and_keep(a, p, drop=False):
+    """Advance x_a -> x_p and keep it."""
+    return _advance(a, p, drop) + [Action("keep", p)]
 
 
 def _exact_search(g: _Grid, runs=True):
@@ -706,25 +705,19 @@ def _exact_search(g: _Grid, runs=True):
                     best_rel = g.masked(np.minimum(best_rel, S), U[a - 1, a] + gb)
     acts = []
 
-    def phase_choices(a, b2, b, level, gb):
-        """(cost, actions) of each way to run the phase b..b2+1 from x_a at ``level``, x_a kept."""
-        if (runs or b2 == b - 1) and level >= g.run_need(a, b2, b, gb):
-            yield F[b] - F[a], _sweep(a, b2, b), None
+    def choices(a, b2, b, level, gb, released=False):
+        """(cost, actions(), child) of each way to run the phase b..b2+1 from x_a at ``level``: x_a kept,
+        or (``released``) dropped once the sweep leaves it, on levels that count its bytes as free."""
+        need, reach = (g.run_need_released, U) if released else (g.run_need, T)
+        if (runs or b2 == b - 1) and level >= need(a, b2, b, gb):
+            yield F[b] - F[a], partial(_sweep, a, b2, b, released), None
         for p in range(a + 1, b2 + 1):
-            if level >= T[a, p] + gb and level - A[p] >= 0:
-                yield F[p] - F[a] + R[p, b2][b - b2 - 1][level - A[p]], _advance_and_keep(a, p), (p, level - A[p])
-
-    def released_choices(a, b2, b, level, gb):
-        """The same for a last phase that drops x_a once it is left (``level`` counts x_a as free)."""
-        if (runs or b2 == b - 1) and level >= g.run_need_released(a, b2, b, gb):
-            yield F[b] - F[a], _sweep(a, b2, b, first_drop=True), None
-        for p in range(a + 1, b2 + 1):
-            if level >= U[a, p] + gb and level - A[p] >= 0:
-                yield (F[p] - F[a] + R[p, b2][b - b2 - 1][level - A[p]], _advance_and_keep(a, p, first_drop=True),
+            if level >= reach[a, p] + gb and level - A[p] >= 0:
+                yield (F[p] - F[a] + R[p, b2][b - b2 - 1][level - A[p]], partial(_advance_and_keep, a, p, released),
                        (p, level - A[p]))
 
     def take(actions, child, b2, b):
-        acts.extend(actions)
+        acts.extend(actions())
         if child is not None:
             emit(child[0], b2, b, child[1])
 
@@ -732,7 +725,7 @@ def _exact_search(g: _Grid, runs=True):
         """Append the actions behind R[a, k][b - k - 1][level]."""
         target = R[a, k][b - k - 1][level]
         gb = g.grad(b)
-        for cost, actions, child in phase_choices(a, k, b, level, gb):
+        for cost, actions, child in choices(a, k, b, level, gb):
             if math.isclose(cost, target, rel_tol=1e-12, abs_tol=1e-9):
                 take(actions, child, k, b)
                 if a > 0:
@@ -740,13 +733,13 @@ def _exact_search(g: _Grid, runs=True):
                 return
         if 0 < a < k:
             up = min(level + A[a], n - 1)
-            for cost, actions, child in released_choices(a, k, b, up, gb):
+            for cost, actions, child in choices(a, k, b, up, gb, released=True):
                 if math.isclose(cost, target, rel_tol=1e-12, abs_tol=1e-9):
                     take(actions, child, k, b)
                     return
         for b2 in range(k + 1, b):
             rest = R[a, k][b2 - k - 1][level]
-            for cost, actions, child in phase_choices(a, b2, b, level, gb):
+            for cost, actions, child in choices(a, b2, b, level, gb):
                 if math.isclose(cost + rest, target, rel_tol=1e-12, abs_tol=1e-9):
                     take(actions, child, b2, b)
                     emit(a, k, b2, level)
