@@ -5,10 +5,10 @@ import numbers
 
 import numpy as np
 
-from . import autograd, profiler
+from . import autograd, checks, profiler
 from . import random as _random
 from .backend import CPU, device as _device, device_of, is_array, to_device
-from .errors import DeviceError, DTypeError, GraphError
+from .errors import ArgumentError, DeviceError, DTypeError, GraphError, ShapeError
 
 _default_dtype = [np.dtype(np.float32)]
 
@@ -20,7 +20,7 @@ def get_default_dtype() -> np.dtype:
 
 def set_default_dtype(dtype):
     """Set the default floating dtype: ``mg.set_default_dtype(np.float64)``."""
-    dt = np.dtype(dtype)
+    dt = checks.dtype(dtype, "set_default_dtype")
     if dt.kind != "f":
         raise DTypeError(f"set_default_dtype: the default dtype must be floating, got {dt}; "
                          "use np.float32 or np.float64")
@@ -76,6 +76,7 @@ class Tensor:
     def data(self, value):
         if not is_array(value):
             value = np.asarray(value)
+        _check_dtype(value.dtype, "data")
         self._data = profiler.track(value)
 
     shape = property(lambda self: self._data.shape, doc="Tuple of dimensions.")
@@ -108,6 +109,21 @@ class Tensor:
             raise GraphError(f"item(): only one-element tensors convert to a Python number, this one has "
                              f"shape {self.shape}; index it or reduce it first (x.sum(), x[0])")
         return self.numpy().reshape(()).item()
+
+    def _one(self, what):
+        if self._data.size != 1:
+            raise ShapeError(f"{what}: the value of a tensor of shape {self.shape} is ambiguous, only one-element "
+                             "tensors have one; reduce it first (x.sum() < 0.5, (x > 0).numpy().all())")
+        return self.item()
+
+    def __bool__(self):
+        return bool(self._one("bool()"))
+
+    def __float__(self):
+        return float(self._one("float()"))
+
+    def __int__(self):
+        return int(self._one("int()"))
 
     def to(self, device):
         """This tensor on ``device`` (itself if already there); the copy is a new leaf."""
@@ -143,7 +159,11 @@ class Tensor:
         else:
             # a copy: gradients can pass through ops unchanged into a leaf's .grad, which must not alias
             # an array the caller still holds
-            g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
+            try:
+                g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
+            except (TypeError, ValueError) as exc:
+                raise DTypeError(f"backward(): grad must be numbers of the output's shape {self.shape}, got "
+                                 f"{type(grad).__name__} ({exc}); pass a Tensor or an array") from None
             if g.shape != self.shape:
                 raise GraphError(f"backward(): grad has shape {g.shape} but the output has shape {self.shape}")
         if self._node is None:  # a leaf: d(self)/d(self) is the identity, there is no tape to walk
@@ -206,7 +226,14 @@ class Tensor:
     # comparisons give boolean tensors without gradient
     def _compare(self, o, fn):
         o = o.data if isinstance(o, Tensor) else o
-        return Tensor._make(fn(self._data, o), self._device, False, None, 0)
+        try:
+            out = fn(self._data, o)
+        except (TypeError, ValueError) as exc:
+            other = getattr(o, "shape", type(o).__name__)
+            raise ShapeError(f"comparison: cannot compare a tensor of shape {self.shape} and dtype {self.dtype} "
+                             f"with {other!r} ({exc}); compare with a number or a tensor whose shape "
+                             "broadcasts") from None
+        return Tensor._make(out, self._device, False, None, 0)
 
     def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
     def __le__(self, o): return self._compare(o, lambda a, b: a <= b)
@@ -227,8 +254,14 @@ class Tensor:
     __abs__ = abs
 
     def clip(self, min=None, max=None):
-        """Clamp to [min, max]; either bound may be None."""
-        return ops.Clip.apply(self, lo=min, hi=max)
+        """Clamp to [min, max]; either bound may be None (not both), a number or a tensor."""
+        if min is None and max is None:
+            raise ArgumentError("clip: min and max are both None, so nothing would be clipped; pass at least one")
+        lo, hi = (b.data if isinstance(b, Tensor) else b for b in (min, max))
+        for name, b in (("min", lo), ("max", hi)):
+            if not (b is None or isinstance(b, numbers.Real) or (is_array(b) and b.dtype.kind in "biuf")):
+                raise ArgumentError(f"clip: {name} must be a number, a tensor or None, got {b!r}")
+        return ops.Clip.apply(self, lo=lo, hi=hi)
 
     def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
@@ -240,6 +273,10 @@ class Tensor:
 
     def argmax(self, axis=None):
         """Indices of the maxima (an integer tensor, no gradient)."""
+        if axis is not None:
+            (axis,) = ops._norm_axis(axis, self.ndim, "argmax", single=True)
+        if self._data.size == 0:
+            raise ShapeError(f"argmax of an empty tensor of shape {self.shape} has no value")
         return Tensor._make(self._device.xp.argmax(self._data, axis=axis), self._device, False, None, 0)
 
     def reshape(self, *shape):
@@ -259,7 +296,7 @@ class Tensor:
 
     def astype(self, dtype):
         """A copy with another dtype (no gradient flows through the cast)."""
-        return tensor(self._data.astype(dtype), device=self._device)
+        return tensor(self._data.astype(checks.dtype(dtype, "astype")), device=self._device)
 
 
 # --------------------------------------------------------------------------- factories
@@ -282,7 +319,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
         if dtype is None and arr.dtype.kind in "iuf":
             arr = arr.astype(get_default_dtype())
     if dtype is not None:
-        dt = np.dtype(dtype)
+        dt = checks.dtype(dtype, "tensor")
         _check_dtype(dt)
         arr = arr.astype(dt, copy=False)
     if dev is not None:
@@ -293,37 +330,35 @@ def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
     return Tensor._make(arr, dev, bool(requires_grad), None, 0)
 
 
-def _factory_dtype(dtype):
-    return np.dtype(dtype) if dtype is not None else get_default_dtype()
-
-
-def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+def _factory_dtype(dtype, where, floating=False):
+    return checks.dtype(dtype, where, floating=floating) if dtype is not None else get_default_dtype()
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of zeros: ``mg.zeros(2, 3)`` or ``mg.zeros((2, 3))``."""
     dev = _device(device)
-    return tensor(dev.xp.zeros(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+    return tensor(dev.xp.zeros(checks.shape(shape, "zeros"), dtype=_factory_dtype(dtype, "zeros")),
+                  requires_grad=requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of ones."""
     dev = _device(device)
-    return tensor(dev.xp.ones(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+    return tensor(dev.xp.ones(checks.shape(shape, "ones"), dtype=_factory_dtype(dtype, "ones")),
+                  requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the device's generator (see ``mg.manual_seed``)."""
     dev = _device(device)
-    arr = _random.generator(dev).normal(_shape(shape), _factory_dtype(dtype))
+    arr = _random.generator(dev).normal(checks.shape(shape, "randn"), _factory_dtype(dtype, "randn", True))
     return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the device's generator."""
     dev = _device(device)
-    arr = _random.generator(dev).uniform(_shape(shape), _factory_dtype(dtype))
+    arr = _random.generator(dev).uniform(checks.shape(shape, "rand"), _factory_dtype(dtype, "rand", True))
     return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
 
 
@@ -345,11 +380,13 @@ def _as_tensors(tensors, op):
 
 def concatenate(tensors, axis=0) -> Tensor:
     """Join tensors along an existing axis."""
+    checks.integer(axis, "concatenate", "axis")
     return ops.Concatenate.apply(*_as_tensors(tensors, "concatenate"), axis=axis)
 
 
 def stack(tensors, axis=0) -> Tensor:
     """Join same-shaped tensors along a new axis."""
+    checks.integer(axis, "stack", "axis")
     return ops.Stack.apply(*_as_tensors(tensors, "stack"), axis=axis)
 
 

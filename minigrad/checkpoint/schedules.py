@@ -436,7 +436,11 @@ def parse_bytes(text) -> int:
     if isinstance(text, bool):
         raise ScheduleError(f"budget must be a number of bytes or a string like '64MB', got {text!r}")
     if isinstance(text, (int, float)):
-        value, unit = float(text), ""
+        try:
+            value, unit = float(text), ""
+        except OverflowError:   # an int beyond float's range: no machine has that many bytes anyway
+            raise ScheduleError(f"a budget of {len(str(text))} digits is beyond any memory; pass a byte count "
+                                "such as 2048 or a string like '64MB'") from None
     else:
         match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
         if match is None:
