@@ -143,7 +143,12 @@ class Div(_Binary):
 class Pow(_Binary):
     def forward(self, a, b):
         _check_broadcast("pow (**)", a, b)
-        out = a ** b
+        try:
+            out = a ** b
+        except ValueError as exc:   # NumPy: "Integers to negative integer powers are not allowed."
+            from .errors import DTypeError  # noqa: PLC0415
+            raise DTypeError(f"pow (**): {exc} ({a.dtype} ** {b.dtype}); cast the base to a floating dtype "
+                             "first, e.g. x.astype(np.float32) ** -1") from None
         self.save_for_backward(a, b, out)
         return out
 

@@ -27,6 +27,11 @@ def set_default_dtype(dtype):
     _default_dtype[0] = dt
 
 
+def _short(number):
+    text = repr(number)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
 def _check_dtype(dt, where="tensor"):
     if dt.kind not in "biuf":
         raise DTypeError(f"{where}: data of dtype {dt} is not numeric; minigrad holds bool, integer and "
@@ -159,6 +164,9 @@ class Tensor:
         else:
             # a copy: gradients can pass through ops unchanged into a leaf's .grad, which must not alias
             # an array the caller still holds
+            if getattr(grad, "dtype", np.dtype(float)).kind == "c":
+                raise DTypeError(f"backward(): grad is complex ({grad.dtype}) but the output is {self.dtype}; "
+                                 "pass real numbers")
             try:
                 g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
             except (TypeError, ValueError) as exc:
@@ -187,7 +195,11 @@ class Tensor:
         if isinstance(other, numbers.Number):
             dt = self.dtype if self.dtype.kind == "f" else get_default_dtype() if isinstance(other, float) else None
             # full() fills on the device itself: no host-to-device copy for a constant
-            return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
+            try:
+                return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
+            except OverflowError:
+                raise DTypeError(f"{op}: the number {_short(other)} does not fit a {dt or 'int64'} operand; use a "
+                                 "smaller number, or cast the tensor first (x.astype(np.float64))") from None
         return tensor(other, device=self._device)
 
     def _pair(self, o, op):
@@ -228,11 +240,12 @@ class Tensor:
         o = o.data if isinstance(o, Tensor) else o
         try:
             out = fn(self._data, o)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             other = getattr(o, "shape", type(o).__name__)
-            raise ShapeError(f"comparison: cannot compare a tensor of shape {self.shape} and dtype {self.dtype} "
-                             f"with {other!r} ({exc}); compare with a number or a tensor whose shape "
-                             "broadcasts") from None
+            error = ShapeError if isinstance(exc, ValueError) else DTypeError   # shapes, or what it holds
+            raise error(f"comparison: cannot compare a tensor of shape {self.shape} and dtype {self.dtype} "
+                        f"with {other!r} ({exc}); compare with a number or a tensor whose shape "
+                        "broadcasts") from None
         return Tensor._make(out, self._device, False, None, 0)
 
     def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
@@ -261,6 +274,9 @@ class Tensor:
         for name, b in (("min", lo), ("max", hi)):
             if not (b is None or isinstance(b, numbers.Real) or (is_array(b) and b.dtype.kind in "biuf")):
                 raise ArgumentError(f"clip: {name} must be a number, a tensor or None, got {b!r}")
+            if isinstance(b, int) and not -2**63 <= b < 2**63:
+                raise ArgumentError(f"clip: {name}={_short(b)} is beyond any tensor's range; use float('inf') or "
+                                    "leave it None")
         return ops.Clip.apply(self, lo=lo, hi=hi)
 
     def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
@@ -369,6 +385,9 @@ def _grad_flag(flag, arr):
 
 
 def _as_tensors(tensors, op):
+    if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
+        raise ArgumentError(f"{op}: expects a list of tensors, got {type(tensors).__name__}; write "
+                            f"mg.{op}([a, b])")
     ts = [t if isinstance(t, Tensor) else tensor(t) for t in tensors]
     if not ts:
         raise GraphError(f"{op}: needs at least one tensor")

@@ -168,3 +168,12 @@ def test_parameters_and_requires_grad_need_floating_dtypes():
     assert nn.Linear(2, 2, dtype="float64").weight.dtype == np.float64
     with pytest.raises(mg.DTypeError, match="requires_grad"):
         mg.randn(2, dtype=np.float32).astype(np.int32).requires_grad_()
+
+
+def test_batch_norm_without_weight_and_bias_is_the_plain_normalisation():
+    x = mg.tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
+    plain = F.batch_norm(x, None, None, None, None)
+    expect = (x.numpy() - x.numpy().mean(0)) / np.sqrt(x.numpy().var(0) + 1e-5)
+    np.testing.assert_allclose(plain.numpy(), expect, rtol=1e-12)
+    layer = nn.BatchNorm1d(3, affine=False, dtype=np.float64)
+    np.testing.assert_array_equal(layer(x).numpy(), plain.numpy())

@@ -449,7 +449,7 @@ def parse_bytes(text) -> int:
     units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
     if unit not in units:
         raise ScheduleError(f"unknown unit {unit!r} in {text!r}; use B, kB, MB, GB, KiB, MiB or GiB")
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value * units[unit]) or value < 0:
         raise ScheduleError(f"a budget must be a non-negative number of bytes, got {text!r}")
     return int(value * units[unit])
 

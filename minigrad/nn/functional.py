@@ -88,6 +88,10 @@ def batch_norm(x, running_mean, running_var, weight, bias, training=True, moment
     forward, so each real forward updates them exactly once.
     """
     x = _t(x)
+    if weight is None or bias is None:   # no affine transform, as in PyTorch
+        xp, c = x.device.xp, x.shape[1] if x.ndim > 1 else 0
+        weight = weight if weight is not None else Tensor._make(xp.ones(c, x.dtype), x.device, False, None, 0)
+        bias = bias if bias is not None else Tensor._make(xp.zeros(c, x.dtype), x.device, False, None, 0)
     checks.real(momentum, "batch_norm", "momentum", 0.0, 1.0)
     checks.real(eps, "batch_norm", "eps", 0.0)
     if x.ndim not in (2, 3) or x.shape[1] != weight.shape[0]:

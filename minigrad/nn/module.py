@@ -5,8 +5,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend import device as _device, is_array, to_device
-from ..errors import DeviceError, DTypeError, ShapeError, StateDictError
+from ..backend import device as _device, is_array, to_device, xp_of
+from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, StateDictError
 from ..tensor import Tensor, tensor
 
 
@@ -62,6 +62,9 @@ class Module:
 
     def register_buffer(self, name, value):
         """Register state that is saved and moved with the module but is not a parameter."""
+        if not isinstance(name, str) or not (value is None or isinstance(value, Tensor)):
+            raise StateDictError(f"register_buffer: needs a name (str) and a Tensor or None, got {name!r} and "
+                                 f"{type(value).__name__}; wrap data with mg.tensor(...)")
         self._buffers[name] = value
 
     # --- traversal ----------------------------------------------------------------
@@ -114,6 +117,8 @@ class Module:
     # --- modes and state ----------------------------------------------------------
     def train(self, mode=True):
         """Training mode (dropout active, BatchNorm uses and updates batch statistics)."""
+        if not isinstance(mode, bool):
+            raise ArgumentError(f"train: mode must be True or False, got {mode!r}; use model.eval() for False")
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -203,7 +208,8 @@ def _state_value(name, value, dtype):
         raise DTypeError(f"load_state_dict: {name!r} holds {value.dtype} data, not numbers; pass an array, a "
                          "tensor, a list of numbers or a number")
     lossy = (kind == "c" and dtype.kind != "c") or (
-        kind == "f" and dtype.kind in "biu" and bool((value != value.round()).any()))
+        kind == "f" and dtype.kind in "biu" and not bool(xp_of(value).isfinite(value).all()
+                                                         and (value == value.round()).all()))
     if lossy:
         raise DTypeError(f"load_state_dict: {name!r} is {dtype} here but the state dict holds {value.dtype} values "
                          f"that a cast to {dtype} would change (dropping the imaginary or fractional part); "
@@ -215,6 +221,9 @@ def _check_device(module, x):
     if not isinstance(x, Tensor):
         raise DTypeError(f"{type(module).__name__}: the input must be a Tensor, got {type(x).__name__}; "
                          "wrap it with mg.tensor(...)")
+    if x.dtype.kind != "f":
+        raise DTypeError(f"{type(module).__name__}: the input has dtype {x.dtype} but the layer computes in floating "
+                         "point; cast it first, x.astype(np.float32)")
     for p in module._parameters.values():
         if p.device != x.device:
             raise DeviceError(f"{type(module).__name__}: input is on {x.device} but parameters are on {p.device}; "
