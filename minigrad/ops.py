@@ -13,7 +13,7 @@ import numpy as np
 
 from .autograd import Function
 from .backend import xp_of
-from .errors import ShapeError
+from .errors import ArgumentError, DTypeError, ShapeError
 
 # --------------------------------------------------------------------------- helpers
 
@@ -64,7 +64,7 @@ def _norm_axis(axis, ndim, op="reduction", single=False):
 
 def _check_keepdims(keepdims, op):
     if not isinstance(keepdims, (bool, np.bool_)):
-        raise ShapeError(f"{op}: keepdims must be True or False, got {keepdims!r}")
+        raise ArgumentError(f"{op}: keepdims must be True or False, got {keepdims!r}")
 
 
 def _expand_reduced(g, in_shape, axes, keepdims):
@@ -146,7 +146,6 @@ class Pow(_Binary):
         try:
             out = a ** b
         except ValueError as exc:   # NumPy: "Integers to negative integer powers are not allowed."
-            from .errors import DTypeError  # noqa: PLC0415
             raise DTypeError(f"pow (**): {exc} ({a.dtype} ** {b.dtype}); cast the base to a floating dtype "
                              "first, e.g. x.astype(np.float32) ** -1") from None
         self.save_for_backward(a, b, out)
@@ -329,7 +328,6 @@ class _Unary(Function):
 class Neg(_Unary):
     def forward(self, a):
         if a.dtype.kind == "b":
-            from .errors import DTypeError  # noqa: PLC0415
             raise DTypeError("neg (-): a boolean tensor has no negation; use logical not, mg.where(x, 0, 1), "
                              "or cast first with x.astype(np.float32)")
         return -a
@@ -549,7 +547,7 @@ class Var(Function):
         axes = _norm_axis(axis, a.ndim, "var")
         _check_keepdims(keepdims, "var")
         if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
-            raise ShapeError(f"var: ddof must be an integer (0 for the population variance, 1 for the unbiased "
+            raise ArgumentError(f"var: ddof must be an integer (0 for the population variance, 1 for the unbiased "
                              f"estimate), got {ddof!r}")
         n = math.prod(a.shape[i] for i in axes) if a.ndim else 1
         if n - ddof <= 0:
