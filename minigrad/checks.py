@@ -13,8 +13,8 @@ import numpy as np
 from .errors import ArgumentError, DTypeError, ShapeError
 
 
-def dtype(value, where, arg="dtype", floating=False) -> np.dtype:
-    """``value`` as a NumPy dtype; with ``floating=True`` only float16/32/64 pass."""
+def dtype(value, where, arg="dtype", floating=False, why="") -> np.dtype:
+    """``value`` as a NumPy dtype; with ``floating=True`` only float16/32/64 pass (``why`` says why)."""
     if value is None:   # np.dtype(None) would quietly mean float64
         raise DTypeError(f"{where}: {arg}=None is not a dtype; pass e.g. np.float32 or np.float64")
     try:
@@ -23,8 +23,8 @@ def dtype(value, where, arg="dtype", floating=False) -> np.dtype:
         raise DTypeError(f"{where}: {arg}={value!r} is not a dtype; pass e.g. np.float32, np.float64 or "
                          "'float32'") from None
     if floating and dt.kind != "f":
-        raise DTypeError(f"{where}: {arg} must be a floating dtype (only floating tensors have gradients), "
-                         f"got {dt}; pass np.float32 or np.float64")
+        raise DTypeError(f"{where}: {arg} must be a floating dtype{f' ({why})' if why else ''}, got {dt}; "
+                         "pass np.float32 or np.float64")
     return dt
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checks
 from .autograd import no_grad
-from .errors import DTypeError, GradcheckError
+from .errors import ArgumentError, DTypeError, GradcheckError
 from .tensor import Tensor
 
 
@@ -48,8 +48,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4):
     Returns True when every entry agrees within ``atol + rtol·|numerical|``.
     """
     if not callable(fn):
-        raise GradcheckError(f"gradcheck: fn must be a function of the inputs, got {type(fn).__name__}; "
-                             "call gradcheck(fn, *inputs)")
+        raise ArgumentError(f"gradcheck: fn must be a function of the inputs, got {type(fn).__name__}; "
+                            "call gradcheck(fn, *inputs)")
     checks.real(eps, "gradcheck", "eps", 0.0, low_open=True)
     checks.real(atol, "gradcheck", "atol", 0.0)
     checks.real(rtol, "gradcheck", "rtol", 0.0)

@@ -347,7 +347,8 @@ def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
 
 
 def _factory_dtype(dtype, where, floating=False):
-    return checks.dtype(dtype, where, floating=floating) if dtype is not None else get_default_dtype()
+    why = "it draws real-valued samples; cast afterwards for integers" if floating else ""
+    return checks.dtype(dtype, where, floating=floating, why=why) if dtype is not None else get_default_dtype()
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:

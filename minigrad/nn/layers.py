@@ -16,7 +16,8 @@ from .module import Module, Parameter, _check_device
 
 def _param_dtype(dtype, where):
     """A layer's parameter dtype: floating only, since parameters need gradients."""
-    return checks.dtype(dtype, where, floating=True) if dtype is not None else get_default_dtype()
+    why = "only floating tensors have gradients"
+    return checks.dtype(dtype, where, floating=True, why=why) if dtype is not None else get_default_dtype()
 
 
 def _uniform(shape, bound, dtype, device):
@@ -205,7 +206,7 @@ class Sequential(Module):
 
 def _check_module(layer, i):
     if not isinstance(layer, Module):
-        raise ArgumentError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module; wrap a function "
+        raise ArgumentError(f"Sequential: layer {i} is of type {type(layer).__name__}, not a Module; wrap a function "
                             "in a Module subclass whose forward calls it (its parameters would not be found "
                             "otherwise)")
 

@@ -207,21 +207,22 @@ def _state_value(name, value, dtype):
     if kind not in "biufc":
         raise DTypeError(f"load_state_dict: {name!r} holds {value.dtype} data, not numbers; pass an array, a "
                          "tensor, a list of numbers or a number")
-    lossy = (kind == "c" and dtype.kind != "c") or (
-        kind == "f" and dtype.kind in "biu" and not bool(xp_of(value).isfinite(value).all()
-                                                         and (value == value.round()).all()))
-    if lossy:
-        raise DTypeError(f"load_state_dict: {name!r} is {dtype} here but the state dict holds {value.dtype} values "
-                         f"that a cast to {dtype} would change (dropping the imaginary or fractional part); "
-                         "load values that fit, or convert them explicitly first")
-    return value
+    if kind == "c" and dtype.kind != "c":
+        lost = "the imaginary part"
+    elif kind == "f" and dtype.kind in "biu" and not bool(xp_of(value).isfinite(value).all()
+                                                          and (value == value.round()).all()):
+        lost = "the fractional part (or a nan or inf)"
+    else:
+        return value
+    raise DTypeError(f"load_state_dict: {name!r} is {dtype} here but the state dict holds {value.dtype} values; "
+                     f"casting would drop {lost}. Load values that fit, or convert them explicitly first")
 
 
 def _check_device(module, x):
     if not isinstance(x, Tensor):
         raise DTypeError(f"{type(module).__name__}: the input must be a Tensor, got {type(x).__name__}; "
                          "wrap it with mg.tensor(...)")
-    if x.dtype.kind != "f":
+    if x._data.dtype.kind != "f":
         raise DTypeError(f"{type(module).__name__}: the input has dtype {x.dtype} but the layer computes in floating "
                          "point; cast it first, x.astype(np.float32)")
     for p in module._parameters.values():
