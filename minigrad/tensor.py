@@ -270,6 +270,10 @@ class Tensor:
         """Clamp to [min, max]; either bound may be None (not both), a number or a tensor."""
         if min is None and max is None:
             raise ArgumentError("clip: min and max are both None, so nothing would be clipped; pass at least one")
+        for b in (min, max):
+            if isinstance(b, Tensor) and b._device != self._device:
+                raise DeviceError(f"clip: a bound is on {b._device} but the tensor is on {self._device}; move it "
+                                  f"with .to('{self._device}')")
         lo, hi = (b.data if isinstance(b, Tensor) else b for b in (min, max))
         for name, b in (("min", lo), ("max", hi)):
             if not (b is None or isinstance(b, numbers.Real) or (is_array(b) and b.dtype.kind in "biuf")):

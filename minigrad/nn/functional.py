@@ -81,7 +81,7 @@ def dropout(x, p=0.5, training=True):
 
 
 def batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5):
-    """Batch normalisation over (N, C) or (N, C, L) inputs, with PyTorch's semantics.
+    """Batch normalisation over (N, C) or (N, C, L) inputs, with PyTorch's semantics (weight, bias may be None).
 
     In training it normalises with the batch statistics and updates the running
     ones in place (unbiased variance) — except while checkpointing recomputes a

@@ -167,7 +167,7 @@ class LayerNorm(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; indexable, sliceable and iterable (a chain for checkpointing)."""
+    """Modules applied in order; indexable, sliceable and iterable (a chain for checkpointing)."""
 
     def __init__(self, *layers):
         super().__init__()
