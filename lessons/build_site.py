@@ -92,7 +92,8 @@ def main(argv=None):
         cfg.write_text(config(src, out, nav))
         env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-f", str(cfg)], env=env)
+        # run from the temporary folder: mkdocs-jupyter keeps its cache under the working directory
+        run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-f", str(cfg)], env=env, cwd=tmp)
     if run.returncode:
         return run.returncode
     print(f"site: {out / 'index.html'}")
