@@ -49,6 +49,7 @@ class _ThreadState(threading.local):
         self.node = None           # the node whose forward is running
         self.propagate = 0         # >0: unrecorded ops still mark outputs that depend on a gradient
         self.retain = []           # retain_graph of each backward running in this thread
+        self.assigned = None       # ids of gradients the outermost running backward handed to leaves
 
 
 # Note [Modes]
@@ -544,7 +545,10 @@ def run_backward(box: list, retain_graph: bool = False, boundary=None):
     """
     heap = []
     buffers = {}
-    assigned: set = set()
+    st = _state
+    # Gradients assigned to leaves in this backward may still be shared with nodes not yet run:
+    # a backward nested inside it (a checkpoint's) must not add into them in place either.
+    assigned: set = st.assigned if st.retain else set()
     spilled = []
     root = g = node = None
     while box:
@@ -559,7 +563,9 @@ def run_backward(box: list, retain_graph: bool = False, boundary=None):
             continue
         _pass_gradient(buffers, heap, node, root._idx, g)
     del root, g, node
-    retain = _state.retain
+    retain = st.retain
+    if not retain:
+        st.assigned = assigned
     retain.append(retain_graph)
     try:
         with profiler.phase("backward"):
@@ -567,6 +573,8 @@ def run_backward(box: list, retain_graph: bool = False, boundary=None):
                 _run_node(heapq.heappop(heap)[2], buffers, heap, assigned, retain_graph, boundary, spilled)
     finally:
         retain.pop()
+        if not retain:
+            st.assigned = None
     return spilled
 
 

@@ -26,6 +26,8 @@ Note [What a checkpoint node sees]
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from .. import autograd
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing, selective
@@ -90,8 +92,9 @@ def check_same_modes(where, modes):
     for m, training in modes:
         if m.training != training:
             was, now = ("train", "eval") if training else ("eval", "train")
+            changed = sorted({type(m2).__name__ for m2, t2 in modes if m2.training != t2})
             raise CheckpointError(
-                f"checkpoint: {type(m).__name__} inside {where} was in {was} mode during the forward pass but "
+                f"checkpoint: {', '.join(changed)} inside {where} was in {was} mode during the forward pass but "
                 f"is in {now} mode now, in backward; recomputing it would not reproduce the forward (dropout "
                 f"masks, batch statistics). Call .{was}() only after backward, or backward before switching.")
 
@@ -140,6 +143,11 @@ def _fill(obj, tensors):
     return obj
 
 
+def _observing(selection):
+    """Let a policy's selection see every op of the segment (to tell its own tensors from outside ones)."""
+    return autograd.op_observer(selection.observe) if selection is not None else nullcontext()
+
+
 class CheckpointFunction(Function):
     """The node standing for a checkpointed segment: saves the inputs, recomputes in backward."""
 
@@ -147,18 +155,28 @@ class CheckpointFunction(Function):
     spills = True
 
     def backward(self, box):
+        where = fn_name(self.fn)
         arrays = self.saved
-        leaves = [Tensor._make(a if a.dtype == dt else a.astype(dt), self.device, need, None, 0)
-                  for a, dt, need in zip(arrays, self.in_dtypes, self.needs_input_grad)]
+        if self.inputs is not None:
+            # Plain storage: recompute from the inputs themselves, so the local backward hands each
+            # gradient to them one by one, in the order (and so with the sums) of a plain backward.
+            for t, a in zip(self.inputs, arrays):
+                if self._unpack is None and t.data is not a:
+                    raise CheckpointError(f"checkpoint: an input of {where} of shape {t.shape} was given new "
+                                          "data (.data = ...) between forward and backward; recompute would "
+                                          "not reproduce the forward. Change inputs only after backward.")
+            leaves = list(self.inputs)
+        else:
+            leaves = [Tensor._make(a if a.dtype == dt else a.astype(dt), self.device, need, None, 0)
+                      for a, dt, need in zip(arrays, self.in_dtypes, self.needs_input_grad)]
         del arrays
         args, kwargs = _fill(self.structure, leaves)
-        where = fn_name(self.fn)
         check_same_modes(where, self.modes)
         selection = Selection(self.policy, self.kept, leaves) if self.policy is not None else None
         if not autograd.retains_graph():      # let go now, so each can be freed once backward is done with it
             self.saved, self.kept = (), None
         boundary = autograd.tape_position()
-        with recomputing(self.rng_state), enable_grad(), selective(selection):
+        with recomputing(self.rng_state), enable_grad(), selective(selection), _observing(selection):
             out = self.fn(*args, **kwargs)
         del selection, args, kwargs
         outs, _ = _outputs(out, self.fn)
@@ -175,6 +193,8 @@ class CheckpointFunction(Function):
                                       "checkpoint ran; a checkpointed function must use the same tensors in "
                                       "backward as in its forward pass")
         self.spilled = spilled
+        if self.inputs is not None:
+            return (None,) * len(leaves)
         return tuple(t.grad.data if (need and t.grad is not None) else None
                      for t, need in zip(leaves, self.needs_input_grad))
 
@@ -183,7 +203,7 @@ class CheckpointFunction(Function):
 
     def release(self):
         super().release()
-        self.fn = self.structure = self.kept = self.modes = None
+        self.fn = self.structure = self.kept = self.modes = self.inputs = None
 
 
 def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, **kwargs):
@@ -213,7 +233,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None
     rng_state = _random.get_rng_state(rng_devices(inputs)) if preserve_rng_state else None
     modes = module_modes(fn)
     selection = Selection(policy, inputs=inputs) if policy is not None else None
-    with no_grad(), propagating_requires_grad(), selective(selection):
+    with no_grad(), propagating_requires_grad(), selective(selection), _observing(selection):
         out = fn(*args, **kwargs)
     outs, is_tuple = _outputs(out, fn)
     del out
@@ -235,6 +255,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None
     node.policy = policy
     node.kept = selection.kept if selection is not None else None
     node.fn, node.structure, node.modes = fn, structure, modes
+    node.inputs = inputs if storage is None else None
     node.rng_state = rng_state
     node.n_outputs, node.n_all, node.out_index = len(out_index), len(outs), out_index
     node.spilled = []

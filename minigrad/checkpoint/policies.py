@@ -21,7 +21,6 @@ from .. import autograd, ops, profiler
 from ..autograd import Function
 from ..backend import device_of, to_device
 from ..errors import CheckpointError, DTypeError
-from ..tensor import Tensor
 
 MATMUL_OPS = (ops.MatMul, ops.Linear)
 
@@ -78,7 +77,7 @@ class Selection:
         self.replaying = kept is not None
         self.kept = [] if kept is None else kept
         self.pos = 0
-        self.boundary = autograd.tape_position()   # nodes from before it belong outside the segment
+        self.inside = set()        # ids of tensors the segment's ops made (see observe)
 
     def wants(self, op) -> bool:
         if not self.policy(op):
@@ -96,10 +95,13 @@ class Selection:
             if k is not None:
                 sig.append(("input", k))
                 continue
-            node = t._node
-            outside = (node is not None and node.seq < self.boundary) or type(t) is not Tensor
-            sig.append(("tensor", id(t)) if outside else (t.shape, str(t.dtype)))
+            sig.append((t.shape, str(t.dtype)) if id(t) in self.inside else ("tensor", id(t)))
         return op, tuple(sig)
+
+    def observe(self, event):
+        """Op observer: note the tensors made inside the segment (the others come from outside)."""
+        for o in event.outputs:
+            self.inside.add(id(o))
 
     def run(self, node, arrays, kwargs, inputs=()):
         """Compute and keep (forward), or reuse the kept output (recompute). Returns (out, reused)."""
