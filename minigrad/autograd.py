@@ -288,6 +288,92 @@ def selective(selection):
         del pol[depth - 1:]
 
 
+# --------------------------------------------------------------------------- version counters
+
+
+# Note [Version counters]
+# A saved array changed in place before backward reads it would give a silently wrong gradient
+# (PyTorch counts versions for this). Arrays carry no attributes, so the count lives here, keyed
+# by the buffer that owns the memory (views share it), and only for buffers that were written in
+# place through a Tensor (``Tensor._set_data`` with the array it already holds: ``y.data += 1``,
+# an optimizer step) or handed out for writing (``Tensor.numpy()`` on the CPU). Writes through a
+# handed-out array leave no trace, so for those the content is compared instead: a digest taken
+# when the buffer was first handed out, or when it was saved if that came later. A node records
+# versions only while some buffer is registered; with none, checking costs one dict test.
+_buffers: dict = {}       # id(owner buffer) -> [version, last write version, exposed at version, digest, ref]
+
+
+def _owner(a):
+    base = getattr(a, "base", None)
+    while base is not None and hasattr(base, "shape"):
+        a, base = base, getattr(base, "base", None)
+    return a
+
+
+def _digest(a) -> bytes:
+    import hashlib  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    return hashlib.blake2b(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data, digest_size=16).digest()
+
+
+def _entry(owner):
+    key = id(owner)
+    rec = _buffers.get(key)
+    if rec is None:
+        import weakref  # noqa: PLC0415
+        rec = _buffers[key] = [0, -1, None, None, None]
+        rec[4] = weakref.ref(owner, lambda _r, key=key: _buffers.pop(key, None))
+    return rec
+
+
+def bump_version(array):
+    """Note that ``array``'s buffer was just written in place (``Tensor._set_data`` calls this)."""
+    rec = _entry(_owner(array))
+    rec[0] += 1
+    rec[1] = rec[0]
+
+
+def mark_exposed(array):
+    """Note that ``array``'s buffer was handed out for writing (``Tensor.numpy()`` on the CPU)."""
+    owner = _owner(array)
+    rec = _buffers.get(id(owner))
+    if rec is None or rec[2] is None:
+        rec = _entry(owner)
+        rec[0] += 1
+        rec[2], rec[3] = rec[0], _digest(owner)
+
+
+def version_stamp(array):
+    """What ``check_unchanged`` compares against later: the buffer's version (and digest if handed out)."""
+    rec = _buffers.get(id(_owner(array)))
+    if rec is None:
+        return (0, None)
+    return (rec[0], _digest(array) if rec[2] is not None else None)
+
+
+def changed_since(array, stamp) -> bool:
+    """True when ``array`` was modified in place after ``version_stamp`` gave ``stamp``."""
+    rec = _buffers.get(id(_owner(array)))
+    if rec is None:
+        return False
+    version, digest = stamp
+    if rec[1] > version:
+        return True
+    if digest is not None:
+        return _digest(array) != digest
+    if rec[2] is not None and rec[2] > version:
+        return _digest(array) != rec[3]
+    return False
+
+
+def _modified_error(node_name, a):
+    return GraphError(
+        f"backward through {node_name}: an array of shape {tuple(a.shape)} and dtype {a.dtype} that it saved "
+        "for backward was modified in place after it was saved (y.data += 1, an optimizer step, or writing "
+        "into y.numpy()), so its gradient would be wrong. Modify tensors only after backward, or compute "
+        "on a copy (y.data = y.data + 1 makes a new array and leaves the saved one alone).")
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -313,12 +399,13 @@ class Function:
     # to nodes recorded before them: they leave ``(edge, grad)`` pairs in ``self.spilled``.
     spills = False
 
-    __slots__ = ("_saved", "_unpack", "next", "seq", "needs_input_grad", "requires_grad",
+    __slots__ = ("_saved", "_unpack", "_stamps", "next", "seq", "needs_input_grad", "requires_grad",
                  "out_meta", "fwd_flops", "freed", "device")
 
     def __init__(self):
         self._saved = ()
         self._unpack = None
+        self._stamps = None
         self.requires_grad = False
         self.freed = False
 
@@ -361,19 +448,29 @@ class Function:
                     profiler.track(a)
                 self._saved = arrays
                 self._unpack = None
+                if _buffers:
+                    self._stamps = tuple(None if a is None else version_stamp(a) for a in arrays)
 
     @property
     def saved(self):
         """The arrays ``forward`` saved, through their unpack hook (None once released)."""
         unpack = self._unpack
         if unpack is None or self._saved is None:
+            if _buffers and self._saved:
+                self._check_versions()
             return self._saved
         with _hooks_paused():
             return tuple(None if h is None else unpack(h) for h in self._saved)
 
     @saved.setter
     def saved(self, arrays):
-        self._saved, self._unpack = arrays, None
+        self._saved, self._unpack, self._stamps = arrays, None, None
+
+    def _check_versions(self):
+        stamps = self._stamps
+        for k, a in enumerate(self._saved):
+            if a is not None and changed_since(a, stamps[k] if stamps else (0, None)):
+                raise _modified_error(self.name, a)
 
     def saved_arrays(self):
         """The unpacked saved arrays (the same as ``self.saved``)."""

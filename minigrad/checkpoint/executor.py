@@ -14,7 +14,7 @@ from typing import NamedTuple
 from .. import autograd, profiler
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing
-from ..errors import CheckpointError, ScheduleError
+from ..errors import CheckpointError, GraphError, ScheduleError
 from ..tensor import Tensor
 from .function import check_same_meta, check_same_modes, module_modes, rng_devices
 from . import schedules
@@ -34,6 +34,7 @@ class _Run:
         self.device = x.device
         self.x_requires_grad = x.requires_grad
         self.slots = {0: x.data}
+        self.x_stamp = autograd.version_stamp(x.data)     # x_0 is the caller's: see check_input
         self.cur, self.cur_i = x.data, 0
         self.records = []          # (i, input leaf, output tensor), innermost last
         self.start = autograd.tape_position()   # nodes recorded before it are outside the chain
@@ -118,6 +119,15 @@ class _Run:
         del x
         return g
 
+    def check_input(self):
+        """x_0 is kept as the caller's array: refuse to recompute from it if it was changed in place."""
+        x0 = self.slots.get(0)
+        if x0 is not None and autograd.changed_since(x0, self.x_stamp):
+            raise GraphError(f"checkpoint_sequential: the chain's input (shape {tuple(x0.shape)}, {x0.dtype}) "
+                             "was modified in place after the forward pass (x.data += ..., or writing into "
+                             "x.numpy()); recomputing from it would give wrong gradients. Modify it only "
+                             "after backward.")
+
     def snapshot(self):
         """What backward consumes, kept aside so a retained graph can be reversed again."""
         return dict(self.slots), list(self.records), self.cur, self.cur_i
@@ -136,6 +146,7 @@ class SequentialCheckpoint(Function):
     def backward(self, box):
         run, actions = self.run, self.schedule.backward_actions()
         check_same_modes("checkpoint_sequential", self.modes)
+        run.check_input()
         retain = autograd.retains_graph()
         snap = run.snapshot() if retain else None
         grad_box = [box.pop()]
