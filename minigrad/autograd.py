@@ -49,6 +49,7 @@ class _ThreadState(threading.local):
         self.node = None           # the node whose forward is running
         self.propagate = 0         # >0: unrecorded ops still mark outputs that depend on a gradient
         self.retain = []           # retain_graph of each backward running in this thread
+        self.extra = 0             # hooks + observers + policies installed: ops take the watched path
         self.assigned = None       # ids of gradients the outermost running backward handed to leaves
 
 
@@ -212,13 +213,16 @@ def saved_arrays_hooks(pack, unpack):
     if not (callable(pack) and callable(unpack)):
         raise GraphError(f"saved_arrays_hooks(pack, unpack): both must be callable, got "
                          f"{type(pack).__name__} and {type(unpack).__name__}")
-    hooks = _state.hooks
+    st = _state
+    hooks = st.hooks
     hooks.append((pack, unpack))
     depth = len(hooks)
+    st.extra += 1
     try:
         yield
     finally:
         del hooks[depth - 1:]
+        st.extra -= 1
 
 
 @contextmanager
@@ -233,7 +237,11 @@ def _hooks_paused():
 
 
 def current_node():
-    """The node whose forward is running in this thread (None outside an op): for pack hooks."""
+    """The node whose forward is running in this thread, for pack hooks and observers.
+
+    Kept while saved-array hooks, op observers or a selective policy are installed (the only
+    code that can run inside an op's forward and ask); None otherwise and outside ops.
+    """
     return _state.node
 
 
@@ -259,13 +267,16 @@ def op_observer(callback):
     """Call ``callback(OpEvent)`` after every op this thread runs inside the block (recorded or not)."""
     if not callable(callback):
         raise GraphError(f"op_observer(callback): callback must be callable, got {type(callback).__name__}")
-    obs = _state.observers
+    st = _state
+    obs = st.observers
     obs.append(callback)
     depth = len(obs)
+    st.extra += 1
     try:
         yield
     finally:
         del obs[depth - 1:]
+        st.extra -= 1
 
 
 # --------------------------------------------------------------------------- selective policies
@@ -279,13 +290,16 @@ def selective(selection):
     and, if so, lets ``selection.run(node, arrays, kwargs, inputs) -> (output, reused)``
     compute (and keep) or reuse the op's output.
     """
-    pol = _state.policies
+    st = _state
+    pol = st.policies
     pol.append(selection)
     depth = len(pol)
+    st.extra += 1
     try:
         yield selection
     finally:
         del pol[depth - 1:]
+        st.extra -= 1
 
 
 # --------------------------------------------------------------------------- version counters
@@ -298,15 +312,18 @@ def selective(selection):
 # place through a Tensor (``Tensor._set_data`` with the array it already holds: ``y.data += 1``,
 # an optimizer step) or handed out for writing (``Tensor.numpy()`` on the CPU). Writes through a
 # handed-out array leave no trace, so for those the content is compared instead: a digest taken
-# when the buffer was first handed out, or when it was saved if that came later. A node records
-# versions only while some buffer is registered; with none, checking costs one dict test.
-_buffers: dict = {}       # id(owner buffer) -> [version, last write version, exposed at version, digest, ref]
+# when the buffer was first handed out, or when it was saved if that came later. Versions are
+# epochs of one global counter: a node records the epoch it saved at (one integer), and backward
+# looks at its arrays only when some write happened since, or when one had been handed out.
+_buffers: dict = {}       # id(owner buffer) -> [last write epoch, epoch first handed out, digest then, weakref]
+_exposed: set = set()     # ids of buffers handed out for writing (and still alive)
+_epoch = [0]              # bumped by every in-place write and every first hand-out
 
 
 def _owner(a):
-    base = getattr(a, "base", None)
+    base = a.base
     while base is not None and hasattr(base, "shape"):
-        a, base = base, getattr(base, "base", None)
+        a, base = base, base.base
     return a
 
 
@@ -316,53 +333,57 @@ def _digest(a) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data, digest_size=16).digest()
 
 
+def _forget(key, _ref):
+    _buffers.pop(key, None)
+    _exposed.discard(key)
+
+
 def _entry(owner):
     key = id(owner)
     rec = _buffers.get(key)
     if rec is None:
         import weakref  # noqa: PLC0415
-        rec = _buffers[key] = [0, -1, None, None, None]
-        rec[4] = weakref.ref(owner, lambda _r, key=key: _buffers.pop(key, None))
+        from functools import partial  # noqa: PLC0415
+        rec = _buffers[key] = [-1, None, None, weakref.ref(owner, partial(_forget, key))]
     return rec
 
 
 def bump_version(array):
     """Note that ``array``'s buffer was just written in place (``Tensor._set_data`` calls this)."""
-    rec = _entry(_owner(array))
-    rec[0] += 1
-    rec[1] = rec[0]
+    _epoch[0] += 1
+    _entry(_owner(array))[0] = _epoch[0]
 
 
 def mark_exposed(array):
     """Note that ``array``'s buffer was handed out for writing (``Tensor.numpy()`` on the CPU)."""
     owner = _owner(array)
-    rec = _buffers.get(id(owner))
-    if rec is None or rec[2] is None:
-        rec = _entry(owner)
-        rec[0] += 1
-        rec[2], rec[3] = rec[0], _digest(owner)
+    if id(owner) in _exposed:
+        return
+    rec = _entry(owner)
+    _epoch[0] += 1
+    rec[1], rec[2] = _epoch[0], _digest(owner)
+    _exposed.add(id(owner))
 
 
 def version_stamp(array):
-    """What ``check_unchanged`` compares against later: the buffer's version (and digest if handed out)."""
-    rec = _buffers.get(id(_owner(array)))
-    if rec is None:
-        return (0, None)
-    return (rec[0], _digest(array) if rec[2] is not None else None)
+    """What ``changed_since`` compares against later: the epoch (and a digest if it was handed out)."""
+    return (_epoch[0], _digest(array) if _exposed and id(_owner(array)) in _exposed else None)
 
 
 def changed_since(array, stamp) -> bool:
     """True when ``array`` was modified in place after ``version_stamp`` gave ``stamp``."""
+    epoch, digest = stamp
+    if digest is None and epoch == _epoch[0]:
+        return False
     rec = _buffers.get(id(_owner(array)))
     if rec is None:
         return False
-    version, digest = stamp
-    if rec[1] > version:
+    if rec[0] > epoch:
         return True
     if digest is not None:
         return _digest(array) != digest
-    if rec[2] is not None and rec[2] > version:
-        return _digest(array) != rec[3]
+    if rec[1] is not None and rec[1] > epoch:
+        return _digest(array) != rec[2]
     return False
 
 
@@ -448,15 +469,16 @@ class Function:
                     profiler.track(a)
                 self._saved = arrays
                 self._unpack = None
-                if _buffers:
-                    self._stamps = tuple(None if a is None else version_stamp(a) for a in arrays)
+                self._stamps = _epoch[0] if not _exposed else tuple(
+                    (_epoch[0], None) if a is None else version_stamp(a) for a in arrays)
 
     @property
     def saved(self):
         """The arrays ``forward`` saved, through their unpack hook (None once released)."""
         unpack = self._unpack
         if unpack is None or self._saved is None:
-            if _buffers and self._saved:
+            stamps = self._stamps
+            if stamps is not None and stamps != _epoch[0] and self._saved:
                 self._check_versions()
             return self._saved
         with _hooks_paused():
@@ -469,7 +491,7 @@ class Function:
     def _check_versions(self):
         stamps = self._stamps
         for k, a in enumerate(self._saved):
-            if a is not None and changed_since(a, stamps[k] if stamps else (0, None)):
+            if a is not None and changed_since(a, (stamps, None) if isinstance(stamps, int) else stamps[k]):
                 raise _modified_error(self.name, a)
 
     def saved_arrays(self):
@@ -500,23 +522,28 @@ class Function:
         this node. The one place a node is recorded (ops, checkpoints, chains).
         """
         if needs is None:
-            needs = tuple(t.requires_grad for t in inputs)
+            needs = tuple([t.requires_grad for t in inputs])
         self.requires_grad = True
         self.needs_input_grad = needs
         self.seq = next(_seq)
-        self.next = tuple(t._edge() if n else None for t, n in zip(inputs, needs))
-        self.out_meta = tuple((o.shape, o.dtype) for o in outs)
+        self.next = tuple([((t._node, t._idx) if t._node is not None else (t, 0)) if n else None
+                           for t, n in zip(inputs, needs)])
         self.device = device
         self.fwd_flops = flops
         make = _Tensor._make
-        return tuple(make(o, device, True, self, i) for i, o in enumerate(outs))
+        if len(outs) == 1:
+            o = outs[0]
+            self.out_meta = ((o.shape, o.dtype),)
+            return (make(o, device, True, self, 0),)
+        self.out_meta = tuple([(o.shape, o.dtype) for o in outs])
+        return tuple([make(o, device, True, self, i) for i, o in enumerate(outs)])
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
         """Run the op on tensors; record a node when any input needs a gradient."""
         st = _state
         node = cls()
-        needs = tuple(t.requires_grad for t in inputs)
+        needs = tuple([t.requires_grad for t in inputs])
         record = st.grad_enabled and True in needs
         node.requires_grad = record
         if record:
@@ -528,31 +555,14 @@ class Function:
                 raise DeviceError(f"{cls.__name__}: inputs are on different devices ({dev} and {t._device}); "
                                   f"move them to one device with .to('{dev}')")
         arrays = [t._data for t in inputs]
-        observers = st.observers
-        rng_state = _random.get_rng_state({_random.CPU, dev} - {None}) if observers and cls.uses_rng else None
-        replayed = False
-        outer, st.node = st.node, node
-        try:
-            pol = st.policies
-            if pol and pol[-1] is not None and pol[-1].wants(cls):
-                out, replayed = pol[-1].run(node, arrays, kwargs, inputs)
-            else:
-                out = node.forward(*arrays, **kwargs)
-        finally:
-            st.node = outer
+        if st.extra:                  # hooks, observers or a policy: the watched path
+            return _apply_watched(cls, node, inputs, arrays, kwargs, needs, record, dev)
+        out = node.forward(*arrays, **kwargs)
         outs = (out,) if cls.n_outputs == 1 else tuple(out)
-        flops = node.flops(arrays, out) if record or profiler._active or observers else 0
-        if record:
-            results = node.record(inputs, outs, dev, flops, needs)
-        else:
-            node._saved = None
-            flag = st.propagate > 0 and True in needs
-            make = _Tensor._make
-            results = tuple(make(o, dev, flag and o.dtype.kind == "f", None, i) for i, o in enumerate(outs))
+        flops = node.flops(arrays, out) if record or profiler._active else 0
+        results = node.record(inputs, outs, dev, flops, needs) if record else _unrecorded(node, outs, dev, needs)
         if profiler._active:
-            profiler.record_op(cls.__name__, 0 if replayed else flops)
-        if observers:
-            _notify(cls, node if record else None, inputs, results, kwargs, flops, rng_state)
+            profiler.record_op(cls.__name__, flops)
         return results[0] if cls.n_outputs == 1 else results
 
     @staticmethod
@@ -569,6 +579,39 @@ class Function:
             if profiler._active:
                 profiler.record_op(fn_cls.__name__, node.flops(arrays, out))
         return out
+
+
+def _unrecorded(node, outs, dev, needs):
+    """Wrap the outputs of an op that was not recorded (marked as needing grad only when propagating)."""
+    node._saved = None
+    flag = _state.propagate > 0 and True in needs
+    make = _Tensor._make
+    return tuple([make(o, dev, flag and o.dtype.kind == "f", None, i) for i, o in enumerate(outs)])
+
+
+def _apply_watched(cls, node, inputs, arrays, kwargs, needs, record, dev):
+    """``Function.apply`` while hooks, observers or a selective policy are installed in this thread."""
+    st = _state
+    observers = st.observers
+    rng_state = _random.get_rng_state({_random.CPU, dev} - {None}) if observers and cls.uses_rng else None
+    replayed = False
+    outer, st.node = st.node, node
+    try:
+        pol = st.policies
+        if pol and pol[-1] is not None and pol[-1].wants(cls):
+            out, replayed = pol[-1].run(node, arrays, kwargs, inputs)
+        else:
+            out = node.forward(*arrays, **kwargs)
+    finally:
+        st.node = outer
+    outs = (out,) if cls.n_outputs == 1 else tuple(out)
+    flops = node.flops(arrays, out) if record or profiler._active or observers else 0
+    results = node.record(inputs, outs, dev, flops, needs) if record else _unrecorded(node, outs, dev, needs)
+    if profiler._active:
+        profiler.record_op(cls.__name__, 0 if replayed else flops)
+    if observers:
+        _notify(cls, node if record else None, inputs, results, kwargs, flops, rng_state)
+    return results[0] if cls.n_outputs == 1 else results
 
 
 def _notify(cls, node, inputs, results, kwargs, flops, rng_state):
@@ -667,56 +710,53 @@ def run_backward(box: list, retain_graph: bool = False, boundary=None):
     try:
         with profiler.phase("backward"):
             while heap:
-                _run_node(heapq.heappop(heap)[2], buffers, heap, assigned, retain_graph, boundary, spilled)
+                node = heapq.heappop(heap)[2]
+                grads = buffers.pop(node)
+                if node.freed:
+                    raise GraphError(
+                        f"backward through {node.name} a second time: its saved arrays were freed by the "
+                        "first backward. Pass retain_graph=True to the first backward() if you need to "
+                        "backpropagate through the same graph twice.")
+                for i, (shape, dtype) in enumerate(node.out_meta):
+                    if grads[i] is None:
+                        grads[i] = node.device.xp.zeros(shape, dtype)
+                if node.takes_grad_box:
+                    in_grads = node.backward(grads)
+                else:
+                    in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
+                for gi in in_grads:       # counted while the incoming gradient is still held, as it is
+                    if gi is not None:
+                        profiler.track(gi)
+                if profiler._active:      # the row shows the op's saved arrays and its gradients together
+                    profiler.record_op(node.name, node.backward_flops())
+                del grads
+                edges = node.next
+                in_grads = list(in_grads)
+                if node.spills:           # gradients for nodes recorded before it (see Function.spills)
+                    edges = edges + tuple(e for e, _ in node.spilled)
+                    in_grads += [g for _, g in node.spilled]
+                    node.spilled = []
+                if not retain_graph:
+                    node.release()
+                gi = edge = None
+                for n, edge in enumerate(edges):
+                    gi, in_grads[n] = in_grads[n], None     # hand each gradient on without a spare reference
+                    if edge is None or gi is None:
+                        continue
+                    target, k = edge
+                    if target.__class__ is _Tensor or isinstance(target, _Tensor):
+                        _accumulate_leaf(target, gi, assigned)
+                    elif boundary is not None and target.seq < boundary:
+                        spilled.append((edge, gi))
+                    else:
+                        _pass_gradient(buffers, heap, target, k, gi)
+                    gi = None
+                del in_grads, edges, edge, gi, node
     finally:
         retain.pop()
         if not retain:
             st.assigned = None
     return spilled
-
-
-def _run_node(node, buffers, heap, assigned, retain_graph, boundary, spilled):
-    """Run one node's backward and hand its input gradients on (to leaves, queued nodes or ``spilled``)."""
-    grads = buffers.pop(node)
-    if node.freed:
-        raise GraphError(
-            f"backward through {node.name} a second time: its saved arrays were freed by the "
-            "first backward. Pass retain_graph=True to the first backward() if you need to "
-            "backpropagate through the same graph twice.")
-    for i, (shape, dtype) in enumerate(node.out_meta):
-        if grads[i] is None:
-            grads[i] = node.device.xp.zeros(shape, dtype)
-    if node.takes_grad_box:
-        in_grads = node.backward(grads)
-    else:
-        in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
-    for gi in in_grads:       # counted while the incoming gradient is still held, as it is
-        if gi is not None:
-            profiler.track(gi)
-    if profiler._active:      # the row shows the op's saved arrays and its gradients together
-        profiler.record_op(node.name, node.backward_flops())
-    del grads
-    pairs = list(zip(node.next, in_grads))
-    if node.spills:
-        pairs += node.spilled
-        node.spilled = []
-    del in_grads
-    if not retain_graph:
-        node.release()
-    del node
-    pairs.reverse()           # hand gradients on in edge order, as the sums were always made
-    while pairs:
-        edge, gi = pairs.pop()     # hand each gradient on without a spare reference
-        if edge is None or gi is None:
-            continue
-        target, k = edge
-        if target.__class__ is _Tensor or isinstance(target, _Tensor):
-            _accumulate_leaf(target, gi, assigned)
-        elif boundary is not None and target.seq < boundary:
-            spilled.append((edge, gi))
-        else:
-            _pass_gradient(buffers, heap, target, k, gi)
-        del edge, gi, target
 
 
 class Tape:
