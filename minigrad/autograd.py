@@ -236,6 +236,16 @@ def _hooks_paused():
         del hooks[depth - 1:]
 
 
+def current_saved_hooks():
+    """The innermost ``(pack, unpack)`` pair installed in this thread, or None.
+
+    For code that keeps arrays for backward outside ``save_for_backward`` (the
+    chain executor's slots), so they pass the same hooks.
+    """
+    hooks = _state.hooks
+    return hooks[-1] if hooks else None
+
+
 def current_node():
     """The node whose forward is running in this thread, for pack hooks and observers.
 

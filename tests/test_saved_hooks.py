@@ -242,3 +242,25 @@ def test_checkpoint_package_uses_no_private_name_of_the_core():
     offenders = [f"{p.name}: {line.strip()}" for p in sorted(root.glob("*.py"))
                  for line in p.read_text().splitlines() if private.search(line)]
     assert offenders == []
+
+
+def test_chain_slots_and_checkpoint_inputs_pass_the_installed_hooks():
+    from minigrad.checkpoint import checkpoint, checkpoint_sequential
+    mg.set_default_dtype(np.float64)
+    layers = [mg.nn.Sequential(mg.nn.Linear(5, 5), mg.nn.Tanh()) for _ in range(6)]
+    x = _x((4, 5))
+    params = [x] + [p for layer in layers for p in layer.parameters()]
+    checkpoint_sequential(layers, x, strategy="revolve", slots=2).sum().backward()
+    ref = [p.grad.numpy().copy() for p in params]
+    for p in params:
+        p.grad = None
+    packed, unpacked = [], []
+    with autograd.saved_arrays_hooks(lambda a: packed.append(a.shape) or ("h", a),
+                                     lambda h: unpacked.append(h[1].shape) or h[1]):
+        y = checkpoint_sequential(layers, x, strategy="revolve", slots=2)
+        z = checkpoint(lambda t: t * 2.0, y)
+    assert len(packed) >= 2 and (4, 5) in packed     # a slot of the chain and the checkpoint's input
+    z.sum().backward()
+    assert len(unpacked) >= 2
+    got = [p.grad.numpy() for p in params]
+    assert all(np.array_equal(2 * a, b) for a, b in zip(ref, got))

@@ -31,6 +31,10 @@ class _Run:
 
     def __init__(self, layers, schedule, x: Tensor, storage=PLAIN):
         self.layers, self.schedule, self.storage = layers, schedule, storage
+        # Slots pass the saved-array hooks: the storage's (float16, offload), else any installed
+        # around the call (as arrays saved inside it would), else none: the arrays themselves.
+        hooks = (storage.pack, storage.unpack) if not storage.plain else autograd.current_saved_hooks()
+        self.pack, self.unpack = hooks if hooks is not None else (None, None)
         self.device = x.device
         self.x_requires_grad = x.requires_grad
         self.slots = {0: x.data}
@@ -89,10 +93,10 @@ class _Run:
         elif kind == "record":
             self.run_layer(i, True, first_sweep)
         elif kind == "keep":
-            self.slots[i] = self.storage.store(self.cur)
+            self.slots[i] = profiler.track(self.cur if self.pack is None else self.pack(self.cur))
         elif kind == "restore":
             stored = self.slots[i]
-            self.cur = stored if i == 0 else self.storage.load(stored, self.meta[i][1], self.device)
+            self.cur = stored if (i == 0 or self.unpack is None) else self.unpack(stored)
             self.cur_i = i
         elif kind == "drop":
             self.slots.pop(i, None)
