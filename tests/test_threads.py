@@ -66,3 +66,26 @@ def test_two_threads_train_independently_one_inside_no_grad():
     for a, b in zip(ref, trained):        # bit for bit what the model gets when trained alone
         assert all(np.array_equal(p.numpy(), q.numpy()) for p, q in zip(a.parameters(), b.parameters()))
         assert all(np.array_equal(p.numpy(), q.numpy()) for p, q in zip(a.buffers(), b.buffers()))
+
+
+def test_another_threads_recompute_changes_neither_batchnorm_nor_flop_phases_here():
+    entered, release, seen = threading.Event(), threading.Event(), []
+
+    def recompute_elsewhere():
+        with mg.autograd.recomputing():
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=recompute_elsewhere)
+    t.start()
+    entered.wait(5)
+    bn = mg.nn.BatchNorm1d(3)
+    x = mg.tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True)
+    with mg.profile() as prof:
+        bn(x)
+    seen.append(mg.autograd.is_recomputing())
+    release.set()
+    t.join()
+    assert seen == [False]
+    assert int(bn.num_batches_tracked.item()) == 1 and not np.array_equal(bn.running_mean.numpy(), np.zeros(3))
+    assert prof.flops["recompute"] == 0 and prof.flops["forward"] > 0
