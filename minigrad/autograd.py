@@ -11,6 +11,11 @@ references is freed by reference counting alone. ``backward`` walks the
 reachable nodes in reverse execution order (a heap on the sequence number, so
 no recursion limit) and drops each node's saved arrays and edges as soon as it
 has run, unless ``retain_graph=True``.
+
+Everything that changes what backward finds goes through this module's public
+mechanism: ``saved_arrays_hooks`` (pack/unpack of every saved array),
+``op_observer``, the ``recomputing`` mode, ``selective`` policies and version
+counters, all per thread (see Note [Modes] and Note [Version counters]).
 """
 from __future__ import annotations
 
