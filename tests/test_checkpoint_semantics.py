@@ -75,6 +75,18 @@ def test_captured_and_repeated_non_leaf_tensors_get_exact_gradients():
     assert _same(ref, got)
 
 
+def test_non_leaf_tensors_by_keyword_and_in_a_dict_also_used_outside():
+    x, c = _t((5, 4), 0), _t((5, 4), 1)
+
+    def run(ck):
+        h, g = x.tanh(), c * 3.0
+        y = ck(lambda data=None, d=None: (data * d["g"]).exp(), data=h, d={"g": g})
+        return y.sum() + (h * g).sum()
+
+    ref, got = _both(run, x, c)
+    assert _same(ref, got) and got[0] is not None
+
+
 def test_nested_checkpoints_with_captured_non_leaf():
     x, c = _t((3, 4), 0), _t((4,), 1)
 
