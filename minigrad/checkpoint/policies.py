@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import autograd, ops, profiler
 from ..autograd import Function
-from ..backend import device_of, to_device
+from ..backend import device_of, to_device, xp_of
 from ..errors import CheckpointError, DTypeError
 
 MATMUL_OPS = (ops.MatMul, ops.Linear)
@@ -174,7 +174,11 @@ class Storage:
     def store(self, array):
         """The form in which ``array`` is kept: cast and/or moved to the host."""
         if self.dtype is not None and array.dtype.kind == "f" and array.dtype != self.dtype:
-            array = array.astype(self.dtype)
+            with np.errstate(over="ignore"):   # an overflow is reported below, with the fix
+                narrow = array.astype(self.dtype)
+            if self.dtype.itemsize < array.dtype.itemsize:
+                _check_range(array, narrow)
+            array = narrow
         if self.offload and not isinstance(array, np.ndarray):
             array = _to_pinned_host(array)
         return profiler.track(array)
@@ -197,6 +201,17 @@ class Storage:
 
     def __repr__(self):
         return f"Storage(dtype={self.dtype}, offload={self.offload})"
+
+
+def _check_range(array, narrow):
+    """Refuse a narrowing cast that turns finite values into infinities (float16 stops at 65504)."""
+    xp = xp_of(array)
+    if xp.isinf(narrow).any() and (xp.isinf(narrow) & xp.isfinite(array)).any():
+        top = float(xp.abs(array[xp.isfinite(array)]).max())
+        raise DTypeError(f"store_dtype={narrow.dtype}: a stored {array.dtype} activation of shape {array.shape} "
+                         f"holds values up to {top:.4g}, beyond {narrow.dtype}'s largest "
+                         f"{float(np.finfo(narrow.dtype).max):.6g}; they would come back as inf. Store in a wider "
+                         "dtype (store_dtype=None or 'float32') or scale the activations down (normalise them)")
 
 
 def _to_pinned_host(array):
