@@ -6,7 +6,7 @@ the rest, action by action, as minigrad's own executor does
 recording, ``record`` a layer from a fresh leaf, ``reverse`` it with
 ``torch.autograd.grad``. A layer re-run in backward gets back the generator
 states it saw first (dropout replays its mask) and its buffers are written back
-after it (BatchNorm statistics move once per real forward). Parameter
+from copies of them (BatchNorm statistics move once per real forward). Parameter
 gradients are returned by the Function, so they reach ``.grad`` through
 PyTorch's engine once each, where DistributedDataParallel's hooks expect them.
 """
@@ -20,7 +20,7 @@ from ..errors import CheckpointError, DeviceError
 from . import planning
 from .measure import layer_params, measure
 from .planning import OP
-from .state import cuda_devices, frozen_buffers, get_rng, same_rng, set_rng
+from .state import cuda_devices, get_rng, same_rng, set_rng, swapped_buffers
 
 
 def _name(modules, i):
@@ -87,7 +87,7 @@ class _Run:
             set_rng(self.rng[i], self.devices)
         with contextlib.ExitStack() as stack:
             if not first_sweep:
-                stack.enter_context(frozen_buffers(layer))
+                stack.enter_context(swapped_buffers(layer, self.meter.skip if self.meter is not None else None))
             if record:
                 need = self.x_requires_grad if i == 1 else True
                 x = self._hold(self.cur.detach().requires_grad_(need))

@@ -28,13 +28,37 @@ def same_rng(a, b) -> bool:
 
 
 @contextlib.contextmanager
-def frozen_buffers(module):
-    """Put every buffer of ``module`` back as it was on leaving (BatchNorm's running statistics on recompute).
+def swapped_buffers(module, skip=None):
+    """Run ``module`` on copies of its buffers, so a recompute leaves BatchNorm's running statistics alone.
 
     PyTorch's own checkpoint lets a recomputed BatchNorm update its running
-    statistics a second time; a recompute is not a real forward, so here the
-    buffers are copied before it and written back after.
+    statistics a second time; a recompute is not a real forward. The copies
+    are what the recorded graph saves (BatchNorm saves its running statistics),
+    so the originals are never written to and their version counters stay put.
+    ``skip``, a set of storage keys, receives the copies' while they are in use.
     """
+    swapped = []
+    for m in module.modules():
+        for name, b in list(m._buffers.items()):
+            if b is not None:
+                copy = b.clone()
+                swapped.append((m, name, b, copy))
+                m._buffers[name] = copy
+    keys = [(c.device, c.untyped_storage().data_ptr()) for *_, c in swapped]
+    if skip is not None:
+        skip.update(keys)
+    try:
+        yield
+    finally:
+        for m, name, b, _ in swapped:
+            m._buffers[name] = b
+        if skip is not None:
+            skip.difference_update(keys)
+
+
+@contextlib.contextmanager
+def frozen_buffers(module):
+    """Put every buffer of ``module`` back as it was on leaving (for a measurement whose graph is discarded)."""
     saved = [(b, b.clone()) for b in module.buffers()]
     try:
         yield
