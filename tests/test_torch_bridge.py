@@ -210,7 +210,7 @@ def _ddp_chain(torch):
     return nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(6)]).double()
 
 
-def _ddp_worker(rank, world, port, out, strategy, kw):
+def _distributed_worker(rank, world, port, out, wrap, strategy, kw):
     import torch
     import torch.distributed as dist
 
@@ -226,14 +226,23 @@ def _ddp_worker(rank, world, port, out, strategy, kw):
             def forward(self, x):
                 return tb.checkpoint_sequential(self.blocks, x, strategy=strategy, **kw)
 
-        net = torch.nn.parallel.DistributedDataParallel(Net())
+        net = Net()
+        if wrap == "ddp":
+            net = torch.nn.parallel.DistributedDataParallel(net)
+        else:                                  # FSDP2: each block sharded, then the root
+            from torch.distributed.fsdp import fully_shard
+            for block in net.blocks:
+                fully_shard(block)
+            fully_shard(net)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         x = data(torch, 8, 8).chunk(world)[rank]
         net(x).pow(2).mean().backward()
-        grads = [p.grad.clone() for p in net.parameters()]
+        full = (lambda t: t.full_tensor()) if wrap == "fsdp" else (lambda t: t)   # gather the shards
+        grads = [full(p.grad).clone() for p in net.parameters()]
         opt.step()
+        params = [full(p.detach()) for p in net.parameters()]
         if rank == 0:
-            torch.save({"grads": grads, "params": [p.detach() for p in net.parameters()]}, out)
+            torch.save({"grads": grads, "params": params}, out)
     finally:
         dist.destroy_process_group()
 
@@ -260,9 +269,12 @@ def spawn(torch, fn, args, world=2, timeout=180):
 
 
 @pytest.mark.torch
-def test_ddp_two_processes_gradients_equal_single_process_reference(torch, tb, tmp_path):
+@pytest.mark.parametrize("wrap,strategy,kw", [("ddp", "revolve", {"slots": 2}), ("fsdp", "sqrt", {})],
+                         ids=["ddp-revolve", "fsdp2-sqrt"])
+def test_two_processes_gradients_equal_single_process_reference(torch, tb, tmp_path, wrap, strategy, kw):
+    """DistributedDataParallel, or FSDP2's fully_shard per block, on 2 processes (gloo, loopback): one SGD step."""
     out = tmp_path / "rank0.pt"
-    spawn(torch, _ddp_worker, (2, free_port(), str(out), "revolve", {"slots": 2}))
+    spawn(torch, _distributed_worker, (2, free_port(), str(out), wrap, strategy, kw))
     got = torch.load(out)
     x = data(torch, 8, 8)
     full = _ddp_chain(torch)
@@ -274,7 +286,7 @@ def test_ddp_two_processes_gradients_equal_single_process_reference(torch, tb, t
         halves.append([p.grad for p in m.parameters()])
     for g, p, g0, g1 in zip(got["grads"], full.parameters(), *halves):
         torch.testing.assert_close(g, p.grad, rtol=1e-13, atol=1e-15)   # summation order differs
-        assert torch.equal(g, (g0 + g1) / 2)             # allreduce of the two halves: bit-identical
+        assert torch.equal(g, (g0 + g1) / 2)             # the average of the two halves: bit-identical
     with torch.no_grad():
         for new, p in zip(got["params"], full.parameters()):
             torch.testing.assert_close(new, p - 0.1 * p.grad, rtol=1e-13, atol=1e-15)

@@ -8,7 +8,10 @@ recording, ``record`` a layer from a fresh leaf, ``reverse`` it with
 states it saw first (dropout replays its mask) and its buffers are written back
 from copies of them (BatchNorm statistics move once per real forward). Parameter
 gradients are returned by the Function, so they reach ``.grad`` through
-PyTorch's engine once each, where DistributedDataParallel's hooks expect them.
+PyTorch's engine once each, where DistributedDataParallel's hooks expect them;
+layers sharded by FSDP (``fully_shard``) have their parameters gathered only
+while they run, so their gradients are accumulated by the engine inside
+backward instead, where FSDP's own hooks reduce-scatter them.
 """
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ from . import planning
 from .measure import layer_params, measure
 from .planning import OP
 from .state import cuda_devices, get_rng, same_rng, set_rng, swapped_buffers
+
+
+def is_sharded(module) -> bool:
+    """Does FSDP (``fully_shard``) manage parameters inside ``module``? They are gathered only while it runs."""
+    fsdp = getattr(getattr(torch.distributed, "fsdp", None), "FSDPModule", None)
+    return fsdp is not None and any(isinstance(m, fsdp) for m in module.modules())
 
 
 def _name(modules, i):
@@ -62,7 +71,8 @@ class _Run:
 
     def __init__(self, modules, schedule, x, meter=None):
         self.modules, self.schedule, self.meter = modules, schedule, meter
-        self.params = layer_params(modules)
+        self.sharded = [is_sharded(m) for m in modules]
+        self.params = [[] if sh else ps for sh, ps in zip(self.sharded, layer_params(modules))]
         self.flat = list({id(p): p for ps in self.params for p in ps}.values())
         self.index = {id(p): n for n, p in enumerate(self.flat)}
         self.devices = cuda_devices([x] + self.flat)
@@ -136,9 +146,17 @@ class _Run:
         j, x, y = self.records.pop()
         assert j == i, (j, i)
         self.cur = None
+        if not y.requires_grad:
+            return None
+        if self.sharded[i - 1]:
+            # FSDP gathers this layer's parameters itself: let PyTorch's engine accumulate into them,
+            # where FSDP's hooks reduce-scatter the gradients.
+            torch.autograd.backward(y, g)
+            del y
+            return x.grad
         ps = self.params[i - 1]
         inputs = ([x] if x.requires_grad else []) + ps
-        if not y.requires_grad or not inputs:
+        if not inputs:
             return None
         grads = torch.autograd.grad(y, inputs, g, allow_unused=True)
         del y
@@ -169,7 +187,7 @@ class _Chain(torch.autograd.Function):
     """The node standing for the whole chain; its backward runs the rest of the schedule."""
 
     @staticmethod
-    def forward(ctx, run, x, *params):
+    def forward(ctx, run, x, *params):   # params: those whose gradients backward returns (and a marker)
         ctx.run = run
         return run.forward()
 
@@ -180,7 +198,7 @@ class _Chain(torch.autograd.Function):
             raise CheckpointError(f"{OP}: backward ran twice through one checkpointed chain; run the forward "
                                   "again (retain_graph=True is not supported here)")
         gx = run.backward(g)
-        return (None, gx if run.x_requires_grad else None, *run.grads)
+        return (None, gx if run.x_requires_grad else None, *run.grads, None)
 
 
 def run_schedule(modules, x, schedule, meter=None):
@@ -192,12 +210,13 @@ def run_schedule(modules, x, schedule, meter=None):
     if schedule.L != len(modules):
         raise CheckpointError(f"{OP}: the schedule is for {schedule.L} layers but the chain has {len(modules)}")
     run = _Run(modules, schedule, x, meter)
-    if not torch.is_grad_enabled() or not (x.requires_grad or run.flat):
+    if not torch.is_grad_enabled() or not (x.requires_grad or run.flat or any(run.sharded)):
         with torch.no_grad():
             for m in modules:
                 x = m(x)
         return x
-    return _Chain.apply(run, x, *run.flat)
+    # The marker requires grad, so the output does even when only FSDP-managed parameters need gradients.
+    return _Chain.apply(run, x, *run.flat, torch.empty(0, device=x.device, requires_grad=True))
 
 
 _plans: dict = {}
