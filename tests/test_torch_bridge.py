@@ -290,3 +290,26 @@ def test_two_processes_gradients_equal_single_process_reference(torch, tb, tmp_p
     with torch.no_grad():
         for new, p in zip(got["params"], full.parameters()):
             torch.testing.assert_close(new, p - 0.1 * p.grad, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("strategy,kw", [("sqrt", {}), ("revolve", {"slots": 2}), ("budget", {"budget": "budget-mid"})],
+                         ids=["sqrt", "revolve-2", "budget-mid"])
+def test_recompute_flops_equal_the_prediction(torch, tb, strategy, kw):
+    """FLOPs counted in backward by FlopCounterMode, minus those of PyTorch's plain backward, are the recompute."""
+    from torch.utils.flop_counter import FlopCounterMode
+    chain, x = mixed_chain(torch), data(torch).requires_grad_(True)
+    if strategy == "budget":
+        kw = {"budget": budget_for(tb, chain, x, kw["budget"])}
+    schedule = tb.plan(chain, x, strategy, **kw)
+    predicted = tb.predict(schedule, tb.measure(chain, x))
+
+    def backward_flops(y):
+        with FlopCounterMode(display=False) as counter:
+            y.backward(torch.ones_like(y))
+        return counter.get_total_flops()
+
+    plain = backward_flops(chain(x))
+    mine = backward_flops(tb.run_schedule(chain, x, schedule))
+    assert predicted.recompute_flops > 0
+    assert mine - plain == predicted.recompute_flops

@@ -104,10 +104,13 @@ class _Run:
                 stack.enter_context(torch.enable_grad())
                 if self.meter is not None:
                     stack.enter_context(self.meter.hooks())
+                # The layer gets a view of the leaf: tools that hook module inputs (FlopCounterMode's
+                # module tracker) may not hook a leaf that ``torch.autograd.grad`` differentiates to.
+                y = layer(x.view_as(x) if need else x)
             else:
                 x = self.cur
                 stack.enter_context(torch.no_grad())
-            y = layer(x)
+                y = layer(x)
         if not isinstance(y, torch.Tensor):
             raise CheckpointError(f"{OP}: {_name(self.modules, i)} returned {type(y).__name__}; every layer "
                                   "must return one tensor")
