@@ -53,6 +53,10 @@ def data(torch, n=16, d=6, seed=1):
 
 def budget_for(tb, chain, x, which):
     """A budget at the chain's minimum, or halfway between it and what no checkpointing needs."""
+    for inplace in ([nn.Linear(6, 6).double(), nn.ReLU(inplace=True)],                    # recorded
+                    [nn.Linear(6, 6).double(), nn.ReLU(inplace=True), nn.Linear(6, 6).double()]):  # advanced
+        with pytest.raises(CheckpointError, match=r"layer 2 \(ReLU\) changed its input in place.*inplace=False"):
+            tb.checkpoint_sequential(inplace, x.clone().requires_grad_(True), "revolve", slots=1)
     from minigrad.checkpoint.schedules import minimum_budget
     c = tb.measure(chain, x)
     low = minimum_budget(c.sizes, c.extras, c.params, False, c.inner, c.back)
@@ -65,7 +69,7 @@ def step(torch, chain, x, fn, seed=5):
     torch.manual_seed(seed)
     x = x.clone().requires_grad_(True)
     y = fn(chain, x)
-    y.backward(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape))
+    y.backward(torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).reshape(y.shape))
     return y.detach(), x.grad, [p.grad for p in chain.parameters()]
 
 
@@ -189,6 +193,10 @@ def test_bad_input_raises_minigrad_errors(torch, tb):
     with pytest.raises(DeviceError, match=r"layer 2 \(Linear\) has parameter 'weight' of shape \(6, 6\) on meta "
                                           r"but the input of shape \(16, 6\) is on cpu.*model.to\('cpu'\)"):
         tb.checkpoint_sequential(mixed, x)
+    for inplace in ([nn.Linear(6, 6).double(), nn.ReLU(inplace=True)],                    # recorded
+                    [nn.Linear(6, 6).double(), nn.ReLU(inplace=True), nn.Linear(6, 6).double()]):  # advanced
+        with pytest.raises(CheckpointError, match=r"layer 2 \(ReLU\) changed its input in place.*inplace=False"):
+            tb.checkpoint_sequential(inplace, x.clone().requires_grad_(True), "revolve", slots=1)
     from minigrad.checkpoint.schedules import minimum_budget
     c = tb.measure(chain, x)
     low = minimum_budget(c.sizes, c.extras, c.params, False, c.inner, c.back)
@@ -313,3 +321,24 @@ def test_recompute_flops_equal_the_prediction(torch, tb, strategy, kw):
     mine = backward_flops(tb.run_schedule(chain, x, schedule))
     assert predicted.recompute_flops > 0
     assert mine - plain == predicted.recompute_flops
+
+
+@pytest.mark.torch
+@pytest.mark.gpu
+def test_cuda_dropout_replays_the_cuda_generator(torch, tb):
+    """On a CUDA device: the CUDA generator is captured and replayed; gradients equal PyTorch's without checkpointing."""
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA device")
+    nn = torch.nn
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(*[nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5), nn.Tanh())  # noqa: E731
+                                   for _ in range(8)]).double().cuda()
+    ref = make()
+    mine = copy.deepcopy(ref)
+    x = data(torch, 16, 32).cuda()
+    y0, gx0, gp0 = step(torch, ref, x, lambda m, x: m(x))
+    cuda_after_reference = torch.cuda.get_rng_state()
+    y1, gx1, gp1 = step(torch, mine, x, lambda m, x: tb.checkpoint_sequential(m, x, "revolve", slots=3))
+    assert torch.equal(y0, y1) and torch.equal(gx0, gx1)
+    assert all(torch.equal(a, b) for a, b in zip(gp0, gp1))
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_after_reference)

@@ -104,13 +104,20 @@ class _Run:
                 stack.enter_context(torch.enable_grad())
                 if self.meter is not None:
                     stack.enter_context(self.meter.hooks())
-                # The layer gets a view of the leaf: tools that hook module inputs (FlopCounterMode's
-                # module tracker) may not hook a leaf that ``torch.autograd.grad`` differentiates to.
-                y = layer(x.view_as(x) if need else x)
             else:
                 x = self.cur
                 stack.enter_context(torch.no_grad())
-                y = layer(x)
+            version = x._version
+            try:
+                # A recorded layer gets a view of its leaf: tools that hook module inputs (FlopCounterMode's
+                # module tracker) may not hook a leaf that ``torch.autograd.grad`` differentiates to.
+                y = layer(x.view_as(x) if record and x.requires_grad else x)
+            except RuntimeError as exc:
+                if "in-place" not in str(exc):
+                    raise
+                raise self._inplace(i) from exc
+            if x._version != version:
+                raise self._inplace(i)
         if not isinstance(y, torch.Tensor):
             raise CheckpointError(f"{OP}: {_name(self.modules, i)} returned {type(y).__name__}; every layer "
                                   "must return one tensor")
@@ -125,6 +132,12 @@ class _Run:
             self.records.append((i, x, y))
         del x
         self.cur = self._hold(y)
+
+    def _inplace(self, i):
+        return CheckpointError(
+            f"{OP}: {_name(self.modules, i)} changed its input in place; the input may be a stored activation "
+            "that later recomputation starts from. Use inplace=False there, or put the in-place op inside "
+            "the previous layer (nn.Sequential(nn.Linear(...), nn.ReLU(inplace=True)) as one layer)")
 
     def step(self, action, first_sweep):
         kind, i = action.kind, action.i
