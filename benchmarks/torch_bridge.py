@@ -9,8 +9,9 @@ Two chains, float32:
 For each: no checkpointing, ``torch.utils.checkpoint.checkpoint_sequential``
 with round(sqrt(L)) uniform segments (reentrant, so every tensor it keeps
 passes the saved-tensor hooks), and minigrad's sqrt, revolve and budget plans
-run by ``minigrad.torch_bridge`` (the budget: the sqrt plan's predicted peak,
-i.e. "the same memory as sqrt, fewest recompute FLOPs"). Columns: step time
+run by ``minigrad.torch_bridge``; the budget plans get the predicted peak
+of the sqrt plan, then of the revolve plan ("the same memory, the fewest
+recompute FLOPs"). Columns: step time
 (forward, then backward of sum(y^2) seeded with 2y; median of the rounds,
 interquartile range), layer forwards (counted by forward pre-hooks), the
 measured peak of bytes held for backward (``Meter``: every tensor saved
@@ -45,11 +46,11 @@ def candidates(torch, tb, chain, x):
     L = len(chain)
     k = round(math.sqrt(L))
     costs = tb.measure(chain, x)
-    sqrt_plan = tb.plan(chain, x, "sqrt")
-    limit = tb.predict(sqrt_plan, costs).peak_bytes
-    plans = {"minigrad sqrt": sqrt_plan,
-             f"minigrad revolve:{k}": tb.plan(chain, x, "revolve", slots=k),
-             "minigrad budget=sqrt's": tb.plan(chain, x, "budget", budget=limit)}
+    sqrt_plan, revolve_plan = tb.plan(chain, x, "sqrt"), tb.plan(chain, x, "revolve", slots=k)
+    plans = {"minigrad sqrt": sqrt_plan, f"minigrad revolve:{k}": revolve_plan}
+    for name, rival in (("sqrt", sqrt_plan), (f"revolve:{k}", revolve_plan)):
+        limit = tb.predict(rival, costs).peak_bytes          # the same memory, in minigrad's model
+        plans[f"minigrad budget={name}'s"] = tb.plan(chain, x, "budget", budget=limit)
     out = {"none (PyTorch)": (lambda meter=None: chain(x), None),
            f"torch checkpoint_sequential({k})": (lambda meter=None: torch_cs(chain, k, x, use_reentrant=True), None)}
     for name, sched in plans.items():

@@ -205,6 +205,11 @@ def test_bad_input_raises_minigrad_errors(torch, tb):
         tb.checkpoint_sequential(chain, x, "budget", budget=low - 1)
     with pytest.raises(ScheduleError, match="needs budget="):
         tb.checkpoint_sequential(chain, x, "budget")
+    with pytest.raises(ScheduleError, match=r"checkpoint_sequential on 9 PyTorch layers: unknown checkpointing "
+                                            r"strategy 'fast'; valid strategies are none, sqrt"):
+        tb.checkpoint_sequential(chain, x, "fast")
+    with pytest.raises(ScheduleError, match="revolve needs slots >= 1"):
+        tb.checkpoint_sequential(chain, x, "revolve", slots=0)
     with pytest.raises(CheckpointError, match="schedule is for 4 layers but the chain has 9"):
         tb.run_schedule(chain, x, tb.plan(list(chain)[:4], x, "sqrt"))
 

@@ -33,17 +33,18 @@ def chain_costs(sizes, extras, flops, params) -> ChainCosts:
 
 def make(L: int, strategy: str, costs: ChainCosts = None, segments=None, slots=None, budget=None):
     """The Schedule for ``strategy`` on a chain of ``L`` layers (``budget`` plans on measured ``costs``)."""
-    if strategy != "budget":
-        return schedules.make(strategy, L, segments=segments, slots=slots)
-    if budget is None:
-        raise ScheduleError(f"{OP}: strategy='budget' needs budget= (bytes, or a string like '64MB')")
-    limit = schedules.parse_bytes(budget)
-    c = costs
+    where = f"{OP} on {L} PyTorch layers"
     try:
-        return schedules.budget(c.sizes, c.extras, c.flops, limit, params=c.params, persist=False,
-                                reserve=c.workspace, inner=c.inner, back=c.back)
+        if strategy != "budget":
+            return schedules.make(strategy, L, segments=segments, slots=slots)
+        if budget is None:
+            raise ScheduleError("strategy='budget' needs budget= (bytes, or a string like '64MB')")
+        c = costs
+        where += f" (input {c.sizes[0]:,} bytes)"
+        return schedules.budget(c.sizes, c.extras, c.flops, schedules.parse_bytes(budget), params=c.params,
+                                persist=False, reserve=c.workspace, inner=c.inner, back=c.back)
     except ScheduleError as exc:
-        raise ScheduleError(f"{OP} on {L} PyTorch layers (input {c.sizes[0]:,} bytes): {exc}") from None
+        raise ScheduleError(f"{where}: {exc}") from None
 
 
 def saved_peak(schedule, costs: ChainCosts) -> int:
