@@ -222,7 +222,10 @@ def run_schedule(modules, x, schedule, meter=None):
 
     ``meter`` (a ``Meter``) counts the bytes the run holds for backward.
     """
-    modules = check_chain(modules, x)
+    return _run(check_chain(modules, x), x, schedule, meter)
+
+
+def _run(modules, x, schedule, meter=None):
     if schedule.L != len(modules):
         raise CheckpointError(f"{OP}: the schedule is for {schedule.L} layers but the chain has {len(modules)}")
     run = _Run(modules, schedule, x, meter)
@@ -258,4 +261,4 @@ def checkpoint_sequential(modules, x, strategy="sqrt", budget=None, slots=None, 
             if len(_plans) > 64:
                 _plans.clear()
             _plans[key] = schedule
-    return run_schedule(modules, x, schedule)
+    return _run(modules, x, schedule)
