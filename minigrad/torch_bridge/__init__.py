@@ -8,6 +8,13 @@ Optional (``pip install minigrad[torch]``); the core never imports torch.
 The chain's costs are measured in PyTorch (``measure.py``), planned by
 minigrad's planners (``planning.py``, a thin adapter) and the plan's actions
 are executed by one ``torch.autograd.Function`` (``executor.py``).
+
+Inside ``DistributedDataParallel`` the call is unchanged (parameter gradients
+reach the engine once each). With FSDP2 (``fully_shard`` on each layer, then
+the root) every process must run the same schedule, since recomputing a
+layer gathers its parameters: same shapes and the same budget give the same
+plan. FSDP1 (``FullyShardedDataParallel``) refuses to run without an
+accelerator in PyTorch 2.13.
 """
 from ..errors import MinigradError
 
