@@ -16,6 +16,7 @@ backward instead, where FSDP's own hooks reduce-scatter them.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -28,7 +29,7 @@ from .state import cuda_devices, get_rng, same_rng, set_rng, swapped_buffers
 
 def is_sharded(module) -> bool:
     """Does FSDP (``fully_shard``) manage parameters inside ``module``? They are gathered only while it runs."""
-    fsdp = getattr(getattr(torch.distributed, "fsdp", None), "FSDPModule", None)
+    fsdp = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)   # imported by its users
     return fsdp is not None and any(isinstance(m, fsdp) for m in module.modules())
 
 
@@ -72,6 +73,7 @@ class _Run:
     def __init__(self, modules, schedule, x, meter=None):
         self.modules, self.schedule, self.meter = modules, schedule, meter
         self.sharded = [is_sharded(m) for m in modules]
+        self.stateful = [next(m.buffers(), None) is not None for m in modules]   # buffers to keep on recompute
         self.params = [[] if sh else ps for sh, ps in zip(self.sharded, layer_params(modules))]
         self.flat = list({id(p): p for ps in self.params for p in ps}.values())
         self.index = {id(p): n for n, p in enumerate(self.flat)}
@@ -96,7 +98,7 @@ class _Run:
         else:
             set_rng(self.rng[i], self.devices)
         with contextlib.ExitStack() as stack:
-            if not first_sweep:
+            if not first_sweep and self.stateful[i - 1]:
                 stack.enter_context(swapped_buffers(layer, self.meter.skip if self.meter is not None else None))
             if record:
                 need = self.x_requires_grad if i == 1 else True
