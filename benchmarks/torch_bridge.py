@@ -114,8 +114,9 @@ def main(argv=None):
     import minigrad.torch_bridge as tb  # noqa: PLC0415
     print("\n".join(machine_report(torch, notes)))
     g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 256, generator=g).requires_grad_(True)
     bench(torch, tb, "uniform chain: 64 x (Linear(256, 256) + Tanh), batch 256, float32",
-          blocks(torch, [256] * 64, 256), torch.randn(256, 256, generator=g).requires_grad_(True), args.rounds, args.warmup)
+          blocks(torch, [256] * 64, 256), x, args.rounds, args.warmup)
     widths = [256, 1024, 128, 2048, 256, 512, 64, 1024] * 4
     bench(torch, tb, "heterogeneous chain: 32 x (Linear + GELU), widths 64..2048, batch 128, float32",
           blocks(torch, widths, 256), torch.randn(128, 256, generator=g).requires_grad_(True), args.rounds, args.warmup)

@@ -118,6 +118,19 @@ def test_forwards_and_saved_bytes_equal_minigrads_prediction(torch, tb, strategy
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("strategy,kw", [("none", {}), ("sqrt", {}), ("revolve", {"slots": 2})])
+def test_a_first_layer_without_parameters_on_an_input_without_grad(torch, tb, strategy, kw):
+    nn = torch.nn
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    mine = copy.deepcopy(ref)
+    x = data(torch)
+    ref(x).sum().backward()
+    tb.checkpoint_sequential(mine, x, strategy, **kw).sum().backward()
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), mine.parameters()))
+
+
+@pytest.mark.torch
 def test_revolve_runs_the_binomial_minimum_of_forwards(torch, tb):
     from minigrad.checkpoint.schedules import revolve_forwards
     nn = torch.nn
@@ -331,7 +344,7 @@ def test_recompute_flops_equal_the_prediction(torch, tb, strategy, kw):
 @pytest.mark.torch
 @pytest.mark.gpu
 def test_cuda_dropout_replays_the_cuda_generator(torch, tb):
-    """On a CUDA device: the CUDA generator is captured and replayed; gradients equal PyTorch's without checkpointing."""
+    """On a CUDA device: the CUDA generator is captured and replayed; gradients equal PyTorch's unchecked ones."""
     if not torch.cuda.is_available():
         pytest.skip("PyTorch sees no CUDA device")
     nn = torch.nn

@@ -3,10 +3,11 @@
 The forward pass runs the schedule's first sweep; the Function's backward runs
 the rest, action by action, as minigrad's own executor does
 (``minigrad/checkpoint/executor.py``): ``restore`` a slot, ``advance`` without
-recording, ``record`` a layer from a fresh leaf, ``reverse`` it with
-``torch.autograd.grad``. A layer re-run in backward gets back the generator
-states it saw first (dropout replays its mask) and its buffers are written back
-from copies of them (BatchNorm statistics move once per real forward). Parameter
+recording, ``record`` a layer (from a fresh leaf, or from the output of the
+layer recorded just before it, so a run of them is one graph), ``reverse`` it
+with ``torch.autograd.grad`` (a run in one call). A layer re-run in backward
+gets back the generator states it saw first (dropout replays its mask) and runs
+on copies of its buffers (BatchNorm statistics move once per real forward). Parameter
 gradients are returned by the Function, so they reach ``.grad`` through
 PyTorch's engine once each, where DistributedDataParallel's hooks expect them;
 layers sharded by FSDP (``fully_shard``) have their parameters gathered only
@@ -81,7 +82,7 @@ class _Run:
         self.x_requires_grad = x.requires_grad
         x0 = self._hold(x.detach())
         self.slots, self.cur = {0: x0}, x0
-        self.records = []                  # (i, input leaf, output), innermost last
+        self.records = []                  # [i, input, output, done], innermost last
         L = len(modules)
         self.rng, self.meta = [None] * (L + 1), [None] * (L + 1)
         self.grads = [None] * len(self.flat)
@@ -101,8 +102,12 @@ class _Run:
             if not first_sweep and self.stateful[i - 1]:
                 stack.enter_context(swapped_buffers(layer, self.meter.skip if self.meter is not None else None))
             if record:
+                # Layers recorded one after another form one graph (reversed by one engine call);
+                # otherwise the layer starts from a fresh leaf.
+                chained = (bool(self.records) and self.records[-1][0] == i - 1 and self.records[-1][2] is self.cur
+                           and self.cur.requires_grad)
                 need = self.x_requires_grad if i == 1 else True
-                x = self._hold(self.cur.detach().requires_grad_(need))
+                x = self.cur if chained else self._hold(self.cur.detach().requires_grad_(need))
                 stack.enter_context(torch.enable_grad())
                 if self.meter is not None:
                     stack.enter_context(self.meter.hooks())
@@ -113,7 +118,7 @@ class _Run:
             try:
                 # A recorded layer gets a view of its leaf: tools that hook module inputs (FlopCounterMode's
                 # module tracker) may not hook a leaf that ``torch.autograd.grad`` differentiates to.
-                y = layer(x.view_as(x) if record and x.requires_grad else x)
+                y = layer(x.view_as(x) if record and x.requires_grad and x.grad_fn is None else x)
             except RuntimeError as exc:
                 if "in-place" not in str(exc):
                     raise
@@ -131,7 +136,7 @@ class _Run:
                                   f"recomputed, but {self.meta[i][0]} and {self.meta[i][1]} in the forward pass; "
                                   "a checkpointed layer must compute the same thing every time it runs")
         if record:
-            self.records.append((i, x, y))
+            self.records.append([i, x, y, False])
         del x
         self.cur = self._hold(y)
 
@@ -160,29 +165,41 @@ class _Run:
         return self.cur.detach()
 
     def reverse(self, i, g):
-        """Backpropagate ``g`` through recorded layer i: the input's gradient; parameter gradients add up."""
-        j, x, y = self.records.pop()
+        """Backpropagate ``g`` through recorded layer i and those recorded just before it in one graph.
+
+        Returns the gradient of that run's input; the run's parameter gradients add up in
+        ``self.grads``. The run's lower layers are then reversed already: their actions only let go
+        of their input and output.
+        """
+        j, x, y, done = self.records.pop()
         assert j == i, (j, i)
         self.cur = None
+        if done:
+            return g
+        start = len(self.records)             # the run: records[start:] and this one
+        while x.grad_fn is not None and start > 0 and self.records[start - 1][2] is x:
+            start -= 1
+            x = self.records[start][1]
+            self.records[start][3] = True
+        first = self.records[start][0] if start < len(self.records) else i
         if not y.requires_grad:
             return None
-        if self.sharded[i - 1]:
-            # FSDP gathers this layer's parameters itself: let PyTorch's engine accumulate into them,
+        if any(self.sharded[first - 1:i]):
+            # FSDP gathers these layers' parameters itself: let PyTorch's engine accumulate into them,
             # where FSDP's hooks reduce-scatter the gradients.
             torch.autograd.backward(y, g)
-            del y
-            return x.grad
-        ps = self.params[i - 1]
-        inputs = ([x] if x.requires_grad else []) + ps
-        if not inputs:
-            return None
-        grads = torch.autograd.grad(y, inputs, g, allow_unused=True)
-        del y
-        gx = grads[0] if x.requires_grad else None
-        for p, gp in zip(ps, grads[len(inputs) - len(ps):]):
-            if gp is not None:
-                n = self.index[id(p)]
-                self.grads[n] = gp if self.grads[n] is None else self.grads[n] + gp
+            gx = x.grad
+        else:
+            ps = list({id(p): p for k in range(first, i + 1) for p in self.params[k - 1]}.values())
+            inputs = ([x] if x.requires_grad else []) + ps
+            grads = torch.autograd.grad(y, inputs, g, allow_unused=True) if inputs else ()
+            gx = grads[0] if x.requires_grad else None
+            for p, gp in zip(ps, grads[len(inputs) - len(ps):]):
+                if gp is not None:
+                    n = self.index[id(p)]
+                    self.grads[n] = gp if self.grads[n] is None else self.grads[n] + gp
+        if gx is None and first > 1:
+            raise CheckpointError(f"{OP}: no gradient reached the input of {_name(self.modules, first)}")
         return gx
 
     def backward(self, g):
@@ -192,9 +209,6 @@ class _Run:
             for action in self.schedule.backward_actions():
                 if action.kind == "reverse":
                     g = self.reverse(action.i, g)
-                    if g is None and action.i > 1:
-                        raise CheckpointError(f"{OP}: no gradient reached the input of "
-                                              f"{_name(self.modules, action.i)}")
                 else:
                     self.step(action, first_sweep=False)
         self.slots.clear()
