@@ -32,6 +32,44 @@ _watchers: list = []
 # Selective checkpointing: the innermost entry (or None, which hides ops from outer
 # checkpoints) decides which ops keep their outputs and replays them on recompute.
 _selective: list = []
+# Op observers (see op_observer): called after every Function.apply, outermost first.
+_observers: list = []
+# Saved-array hooks (see saved_arrays_hooks): (pack, unpack) pairs, innermost last.
+_hooks: list = []
+_in_hook = [False]
+_current: list = []     # nodes running forward, innermost last
+
+
+def _run_hook(call):
+    """Run a pack/unpack call with hooks off, so a hook that runs ops is not hooked itself."""
+    if _in_hook[0]:
+        return call()
+    _in_hook[0] = True
+    try:
+        return call()
+    finally:
+        _in_hook[0] = False
+
+
+def current_node():
+    """The node whose forward is running (or None)."""
+    return _current[-1] if _current else None
+
+
+class saved_arrays_hooks:  # noqa: N801
+    """``with saved_arrays_hooks(pack, unpack):`` every array an op saves becomes ``pack(array)``;
+    backward gets ``unpack(handle)`` back (the pair active when saving is used, even after the block)."""
+
+    def __init__(self, pack, unpack):
+        self.pair = (pack, unpack)
+
+    def __enter__(self):
+        _hooks.append(self.pair)
+        return self
+
+    def __exit__(self, *exc):
+        _hooks.remove(self.pair)
+        return False
 
 
 def is_grad_enabled() -> bool:
@@ -90,13 +128,29 @@ class Function:
     # engine's list and pop it), so no caller frame keeps it alive meanwhile.
     takes_grad_box = False
 
-    __slots__ = ("saved", "next", "seq", "needs_input_grad", "requires_grad",
+    __slots__ = ("_saved", "_unpack", "next", "seq", "needs_input_grad", "requires_grad",
                  "out_meta", "fwd_flops", "freed", "device")
 
     def __init__(self):
-        self.saved = ()
+        self._saved = ()
+        self._unpack = None
         self.requires_grad = False
         self.freed = False
+
+    @property
+    def saved(self):
+        """The arrays saved for backward (each passed through the unpack hook it was saved under)."""
+        if self._unpack is None or not self._saved:
+            return self._saved
+        return _run_hook(lambda: tuple(None if h is None else self._unpack(h) for h in self._saved))
+
+    @saved.setter
+    def saved(self, value):
+        self._saved, self._unpack = value, None
+
+    def saved_arrays(self):
+        """The unpacked saved arrays (same as ``self.saved``)."""
+        return self.saved
 
     # --- to be overridden ---------------------------------------------------
     def forward(self, *arrays, **kwargs):
@@ -126,7 +180,12 @@ class Function:
         if self.requires_grad:
             for a in arrays:
                 profiler.track(a)
-            self.saved = arrays
+            if _hooks and not _in_hook[0]:
+                pack, unpack = _hooks[-1]
+                self._saved = _run_hook(lambda: tuple(None if a is None else pack(a) for a in arrays))
+                self._unpack = unpack
+            else:
+                self.saved = arrays
 
     @property
     def name(self) -> str:
@@ -135,7 +194,9 @@ class Function:
     @property
     def saved_bytes(self) -> int:
         """Bytes of the arrays this node saved (0 once released)."""
-        return sum(getattr(a, "nbytes", 0) for a in (self.saved or ()))
+        if self._unpack is not None:
+            return 0           # held by the hooks' owner, which counts them itself
+        return sum(getattr(a, "nbytes", 0) for a in (self._saved or ()))
 
     def release(self):
         """Drop saved arrays and edges: this node cannot run backward again."""
@@ -165,13 +226,17 @@ class Function:
         if _selective and _selective[-1] is not None and _selective[-1].wants(cls):
             out, replayed = _selective[-1].run(node, [t.data for t in inputs], kwargs)
         else:
-            out = node.forward(*[t.data for t in inputs], **kwargs)
+            _current.append(node)
+            try:
+                out = node.forward(*[t.data for t in inputs], **kwargs)
+            finally:
+                _current.pop()
         Tensor = _t.Tensor
         if cls.n_outputs == 1:
             outs = (Tensor._make(out, dev, record, node if record else None, 0),)
         else:
             outs = tuple(Tensor._make(o, dev, record, node if record else None, i) for i, o in enumerate(out))
-        flops = node.flops([t.data for t in inputs], out) if profiler._active or record else 0
+        flops = node.flops([t.data for t in inputs], out) if profiler._active or record or _observers else 0
         if record:
             node.seq = next(_seq)
             node.next = tuple(t._edge() if n else None for t, n in zip(inputs, needs))
@@ -182,7 +247,37 @@ class Function:
             node.saved = None
         if profiler._active:
             profiler.record_op(cls.__name__, 0 if replayed else flops)
+        if _observers:
+            event = OpEvent(cls, node if record else None, inputs, outs, kwargs, flops, None, is_recomputing())
+            for callback in list(_observers):
+                callback(event)
+            del event
         return outs[0] if cls.n_outputs == 1 else outs
+
+
+class OpEvent:
+    """What one ``Function.apply`` did, as an op observer sees it."""
+
+    __slots__ = ("fn_cls", "node", "inputs", "outputs", "kwargs", "flops", "rng_state", "recomputing")
+
+    def __init__(self, fn_cls, node, inputs, outputs, kwargs, flops, rng_state, recomputing):
+        self.fn_cls, self.node, self.inputs, self.outputs = fn_cls, node, inputs, outputs
+        self.kwargs, self.flops, self.rng_state, self.recomputing = kwargs, flops, rng_state, recomputing
+
+
+class op_observer:  # noqa: N801 - a context manager named like a function, as in the spec
+    """``with op_observer(callback):`` calls ``callback(event)`` after every op (recorded or not)."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def __enter__(self):
+        _observers.append(self.callback)
+        return self
+
+    def __exit__(self, *exc):
+        _observers.remove(self.callback)
+        return False
 
 
 def _writeable(a) -> bool:

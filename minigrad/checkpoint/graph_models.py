@@ -83,3 +83,98 @@ def chain(depth: int, width: int = 64, batch: int = 16) -> Graph:
         nodes.append(GraphNode(t, "Tanh", (a,), (), out, out, 0, 0, (t,), batch * width, batch * width,
                                t + 1 if k < depth - 1 else 2 * depth, (batch, width), "float32"))
     return Graph(tuple(nodes), tuple(leaves), (2 * depth - 1,), name=f"chain({depth})")
+
+
+# --------------------------------------------------------------------------- the three example networks
+
+
+def _nn():
+    import minigrad as mg  # noqa: PLC0415 - the models need the whole package; plain graphs above do not
+    return mg
+
+
+def chain_model(depth=16, width=256, batch=64, seed=0):
+    """Linear+Tanh blocks and a mean-square loss: the shape the chain planner handles."""
+    mg = _nn()
+    mg.manual_seed(seed)
+    layers = [mg.nn.Linear(width, width) for _ in range(depth)]
+    x = mg.randn(batch, width)
+
+    def step(x):
+        h = x
+        for lin in layers:
+            h = lin(h).tanh()
+        return (h * h).mean()
+
+    return step, (x,), f"chain of {depth} Linear({width})+Tanh blocks, batch {batch}"
+
+
+def residual_mlp(depth=8, width=256, batch=64, seed=0):
+    """h <- h + W2·relu(W1·LayerNorm(h)), ``depth`` times, then a linear head and a mean-square loss."""
+    mg = _nn()
+    mg.manual_seed(seed)
+    blocks = [(mg.nn.LayerNorm(width), mg.nn.Linear(width, 2 * width), mg.nn.Linear(2 * width, width))
+              for _ in range(depth)]
+    head = mg.nn.Linear(width, 16)
+    x = mg.randn(batch, width)
+
+    def step(x):
+        h = x
+        for norm, up, down in blocks:
+            h = h + down(up(norm(h)).relu())
+        y = head(h)
+        return (y * y).mean()
+
+    return step, (x,), f"residual MLP: {depth} pre-norm blocks of width {width} (hidden {2 * width}), batch {batch}"
+
+
+def unet(levels=3, width=512, batch=64, seed=0):
+    """A U-Net-like MLP: each encoder level halves the width, each decoder level reads the encoder level's output."""
+    mg = _nn()
+    mg.manual_seed(seed)
+    widths = [width // 2 ** k for k in range(levels + 1)]
+    down = [mg.nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+    up = [mg.nn.Linear(2 * b, a) for a, b in zip(widths, widths[1:])]
+    stem = mg.nn.Linear(width, width)
+    x = mg.randn(batch, width)
+
+    def step(x):
+        h = stem(x).relu()
+        skips = []
+        for lin in down:
+            skips.append(h)
+            h = lin(h).relu()
+        for lin, s in zip(reversed(up), reversed(skips)):
+            h = lin(mg.concatenate([h, s[:, : h.shape[1]]], axis=1)).relu() + s
+        return (h * h).mean()
+
+    return step, (x,), f"U-Net-like MLP: {levels} levels from width {width}, skip connections, batch {batch}"
+
+
+def transformer_block(seq=256, dim=64, heads=2, blocks=2, seed=0):
+    """Pre-norm transformer blocks on one sequence: attention's seq x seq matrices dominate memory."""
+    mg = _nn()
+    F = mg.nn.functional
+    mg.manual_seed(seed)
+    dh = dim // heads
+    params = [dict(n1=mg.nn.LayerNorm(dim), qkv=mg.nn.Linear(dim, 3 * dim), out=mg.nn.Linear(dim, dim),
+                   n2=mg.nn.LayerNorm(dim), up=mg.nn.Linear(dim, 4 * dim), down=mg.nn.Linear(4 * dim, dim))
+              for _ in range(blocks)]
+    x = mg.randn(seq, dim)
+    scale = 1.0 / dh ** 0.5
+
+    def step(x):
+        h = x
+        for p in params:
+            qkv = p["qkv"](p["n1"](h)).reshape(seq, 3, heads, dh).transpose((1, 2, 0, 3))
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            att = F.softmax((q @ k.transpose((0, 2, 1))) * scale, axis=-1)
+            ctx = (att @ v).transpose((1, 0, 2)).reshape(seq, dim)
+            h = h + p["out"](ctx)
+            h = h + p["down"](F.gelu(p["up"](p["n2"](h))))
+        return (h * h).mean()
+
+    return step, (x,), f"{blocks} transformer blocks: sequence {seq}, width {dim}, {heads} heads"
+
+
+MODELS = {"chain": chain_model, "residual": residual_mlp, "unet": unet, "transformer": transformer_block}
