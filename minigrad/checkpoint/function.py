@@ -124,7 +124,8 @@ def _selecting(selection):
         autograd._selective.pop()
 
 
-def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, **kwargs):
+def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, budget=None,
+               method="optimal", **kwargs):
     """Run ``fn(*args, **kwargs)`` keeping none of its activations; recompute them during backward.
 
     Returns what ``fn`` returns (a Tensor or a tuple of Tensors). Non-tensor
@@ -134,10 +135,15 @@ def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None
     numbers when recomputed. ``policy`` (e.g. ``save_matmuls``) keeps chosen
     ops' outputs instead of recomputing them; ``store_dtype`` (e.g.
     ``"float16"``) stores the inputs in a narrower dtype; ``offload`` keeps them
-    in host memory while they wait.
+    in host memory while they wait. With ``budget=`` (bytes, or "8MB") the
+    function's op-level graph is planned instead (``method``: see ``solve``)
+    and run under that plan (``graph_run.py``).
     """
     if not callable(fn):
         raise CheckpointError(f"checkpoint: the first argument must be callable, got {type(fn).__name__}")
+    if budget is not None:
+        from .graph_run import checkpoint_graph  # noqa: PLC0415 - graph plans load scipy only when used
+        return checkpoint_graph(fn, args, kwargs, budget, method)
     check_policy(policy)
     storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else PLAIN
     tensor_pos = [k for k, a in enumerate(args) if isinstance(a, Tensor)]

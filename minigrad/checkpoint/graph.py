@@ -13,7 +13,8 @@ its input: holding a view holds its base, so a view is never held, only
 re-made from its base for free), and ``X_v``, the arrays v's forward makes
 only for its backward (BatchNorm's normalised input, a max mask). Outputs of
 the function are held by the caller and always available; so are leaves
-(inputs, parameters, constants).
+(inputs and parameters, which the budget leaves out, and constants made
+inside the function, which it counts for the whole step).
 
 Backward runs in *stages*: one per node whose backward reads saved arrays, in
 reverse execution order (the engine's order). A plan says which nodes are
@@ -171,16 +172,17 @@ class Model:
                 objs.add(X(w))
             self.need.append(frozenset(objs - self.always))
         # Forward: what is alive at op j regardless of the plan, and what only if kept.
-        out_total = 0
+        # Constants made inside the function (a Python scalar in ``x * 0.5``) count as held all step.
+        made = sum(lf.nbytes for lf in g.leaves if lf.kind == "constant")
         self.fwd_const, self.freeable = [], []
-        pinned = 0
+        pinned = made
         for j, v in enumerate(g.nodes):
             pinned += v.pinned_bytes
             held = sum(self.size[O(i)] for i in range(j) if free[i] >= j)
             self.fwd_const.append(held + v.out_bytes + v.residual_bytes + pinned)
             self.freeable.append([O(i) for i in range(j) if free[i] < j and self.size[O(i)] and i not in self.outputs]
                                  + [X(i) for i in range(j) if self.size[X(i)]])
-        out_total = sum(g.nodes[v].out_bytes for v in g.outputs)
+        out_total = sum(g.nodes[v].out_bytes for v in g.outputs) + made
         self.out_total = out_total
         self.bwd_const = self._backward_constants()
 
@@ -224,6 +226,12 @@ class Model:
             if self.size[X(v)]:
                 out.append(X(v))
         return out
+
+    def base(self, o):
+        """The object holding ``o``'s memory: itself, or for a view the output it is a view of."""
+        while o % 2 == 0 and self.view[o // 2] and self.inputs[o // 2]:
+            o = O(self.inputs[o // 2][0])
+        return o
 
     def products(self, v):
         return (O(v), X(v))
@@ -295,7 +303,8 @@ class Model:
         later_need = [set() for _ in range(S + 1)]
         for s in range(S - 1, -1, -1):
             later_need[s] = later_need[s + 1] | self.need[s]
-        avail = {o for o in keep if not (o % 2 == 0 and self.view[o // 2])}
+        keep = {self.base(o) for o in keep}
+        avail = set(keep)
         R = []
         for s in range(S):
             w = self.stages[s]

@@ -29,6 +29,15 @@ def _owner(a):
     return a
 
 
+def producer_of(table, t):
+    """The op that made tensor ``t``, from a table of id -> (weak reference, op): None for a leaf.
+
+    The weak reference guards against a dead tensor's id being reused by a new one.
+    """
+    entry = table.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
+
+
 def _outputs(out, fn):
     """The tensors ``fn`` returned (a Tensor, or a tuple/list of them)."""
     if isinstance(out, Tensor):
@@ -61,7 +70,7 @@ class _Recorder:
                 self.alive[i] = None
         ins = []
         for t in ev.inputs:
-            k = self.producer.get(id(t))
+            k = producer_of(self.producer, t)
             if k is not None:
                 ins.append(("node", k))
             else:
@@ -72,7 +81,7 @@ class _Recorder:
         self.events.append((ev.node, ev.fn_cls.__name__, ins, ev.flops, kw_arrays,
                             [o.data for o in ev.outputs], [t.data for t in ev.inputs]))
         for o in ev.outputs:
-            self.producer[id(o)] = j
+            self.producer[id(o)] = (weakref.ref(o), j)
         self.alive.append([weakref.ref(o) for o in ev.outputs])
         self.last_alive.append(j)
 
@@ -84,6 +93,11 @@ def capture(fn, *args, **kwargs) -> Graph:
     execution order. Leaves are the inputs, parameters and constants read.
     Raises CheckpointError when ``fn`` returns no tensor or records nothing.
     """
+    return capture_ops(fn, args, kwargs)[0]
+
+
+def capture_ops(fn, args, kwargs):
+    """The graph, and for every recorded op of the run: (its node, or None when the outputs do not need it; op name; output shapes)."""
     if not callable(fn):
         raise CheckpointError(f"capture: the first argument must be callable, got {type(fn).__name__}")
     rec = _Recorder()
@@ -96,7 +110,7 @@ def capture(fn, *args, **kwargs) -> Graph:
     for i, refs in enumerate(rec.alive):          # what the function returned is held to the end
         if refs is not None and any(r() is not None for r in refs):
             rec.last_alive[i] = n_all
-    roots = [rec.producer.get(id(o)) for o in outs]
+    roots = [producer_of(rec.producer, o) for o in outs]
     roots = [k for k in roots if k is not None]
     if not roots:
         raise CheckpointError(f"capture: no output of {fn_name(fn)} was computed by a recorded op; give a "
@@ -123,22 +137,21 @@ def capture(fn, *args, **kwargs) -> Graph:
         view = bool(out_owner) and out_owner <= in_owner
         out_bytes = 0 if view else sum(int(_owner(a).nbytes) for a in out_arrays if id(_owner(a)) not in in_owner)
         grad_bytes = sum(int(a.nbytes) for a in out_arrays)
-        kw_owner = {id(_owner(a)) for a in kw_arrays}
         saves, resid, pinned, seen = set(), 0, 0, set()
-        for a in node.saved or ():
+        for a in node.saved or ():          # sorted by identity, as the executor sorts them
             if a is None or not is_array(a):
+                continue
+            if any(a is o for o in out_arrays):
+                saves.add(new[k])
+                continue
+            if any(a is arr for arr in in_arrays):
+                saves.update(new[i] for (kind, i), arr in zip(ins, in_arrays) if arr is a and kind == "node")
                 continue
             own = _owner(a)
             if id(own) in seen:
                 continue
             seen.add(id(own))
-            if id(own) in out_owner:
-                saves.add(new[k])
-            elif id(own) in in_owner:
-                for (kind, i), arr in zip(ins, in_arrays):
-                    if kind == "node" and id(_owner(arr)) == id(own):
-                        saves.add(new[i])
-            elif id(own) in kw_owner:
+            if any(a is kw for kw in kw_arrays):
                 pinned += int(own.nbytes)
             else:
                 resid += int(own.nbytes)
@@ -152,4 +165,5 @@ def capture(fn, *args, **kwargs) -> Graph:
             free_after=max((new[i] for i in order if i <= rec.last_alive[k]), default=new[k]),
             shape=tuple(tuple(a.shape) for a in out_arrays) if len(out_arrays) > 1 else tuple(out_arrays[0].shape),
             dtype=str(out_arrays[0].dtype), view=view, leaf_grad_bytes=leaf_grads))
-    return Graph(tuple(nodes), tuple(leaves), tuple(sorted(new[k] for k in set(roots))), name=fn_name(fn))
+    ops = [(new.get(k), ev[1], tuple(tuple(a.shape) for a in ev[5])) for k, ev in enumerate(rec.events)]
+    return Graph(tuple(nodes), tuple(leaves), tuple(sorted(new[k] for k in set(roots))), name=fn_name(fn)), ops
