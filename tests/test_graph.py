@@ -209,3 +209,145 @@ def test_graph_and_plan_are_printable_and_stable():
     assert "Linear" in text and "12 ops" in text
     p = solve(g, (minimum_budget(g)[1] + plain_peak(g)) // 2, "optimal")
     assert "proven optimal" in str(p) and "forward keeps" in str(p)
+
+
+# --------------------------------------------------------------------------- capture and execution
+
+import gc  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import minigrad as mg  # noqa: E402
+from minigrad.checkpoint import capture, checkpoint  # noqa: E402
+from minigrad.checkpoint.graph_models import MODELS  # noqa: E402
+from minigrad.checkpoint.graph_run import cached_plan  # noqa: E402
+from minigrad.errors import CheckpointError  # noqa: E402
+
+# Arrays large enough that Python's own objects are small next to them (tracemalloc sees both).
+SMALL = {"residual": dict(depth=3, width=256, batch=64), "unet": dict(levels=2, width=256, batch=64),
+         "transformer": dict(seq=64, dim=16, heads=2, blocks=1)}
+
+
+def test_capture_sorts_saved_arrays_and_changes_nothing():
+    mg.manual_seed(0)
+    lin = mg.nn.Linear(8, 4)
+    bn = mg.nn.BatchNorm1d(4)
+    x = mg.randn(5, 8)
+
+    def f(x):
+        h = bn(lin(x)).tanh()
+        return (mg.nn.functional.dropout(h, 0.5) * 2.0).sum()
+
+    state, mean = mg.random.get_rng_state(), bn.running_mean.numpy().copy()
+    g = capture(f, x)
+    assert [v.op for v in g.nodes] == ["Linear", "BatchNorm", "Tanh", "Dropout", "Mul", "Sum"]
+    lin_, bn_, tanh, drop, mul, _ = g.nodes
+    assert lin_.saves == () and lin_.inputs == ()            # it saves x and W: leaves
+    assert bn_.residual_bytes == 5 * 4 * 4 + 4 * 4          # normalised input and 1/std
+    assert tanh.saves == (2,) and drop.pinned_bytes == 5 * 4 * 4   # its output; the mask
+    assert mul.saves == () and g.outputs == (5,)
+    assert lin_.flops == 2 * 5 * 8 * 4 + 5 * 4
+    assert mg.random.get_rng_state() == state and np.array_equal(bn.running_mean.numpy(), mean)
+    assert capture(f, x).fingerprint() == g.fingerprint()
+    with pytest.raises(CheckpointError, match="not a Tensor"):
+        capture(lambda x: 3, x)
+
+
+def _step(fn, args, params, **kw):
+    loss = checkpoint(fn, *args, **kw) if kw else fn(*args)
+    loss.backward()
+    return loss
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_plans_run_exactly_as_predicted(name):
+    fn, args, _ = MODELS[name](**SMALL[name])
+    g = capture(fn, *args)
+    params = mg.autograd.leaves(fn(*args))
+    _step(fn, args, params)
+    ref = [p.grad.numpy().copy() for p in params]
+    lo, hi = minimum_budget(g)[1], plain_peak(g)
+    largest = max(max(v.out_bytes, v.grad_bytes) for v in g.nodes)
+    for frac in (0.0, 0.4):
+        budget = int(lo + (hi - lo) * frac)
+        for method in ("optimal", "articulation"):
+            try:
+                plan = cached_plan(fn, *args, budget=budget, method=method)
+            except ScheduleError:
+                assert method != "optimal"
+                continue
+            sim = plan.simulate()
+            for p in params:
+                p.grad.data[...] = 0        # steady state: gradients exist and are added into
+            _step(fn, args, params, budget=budget, method=method)
+            assert all(np.array_equal(p.grad.numpy(), r) for p, r in zip(params, ref)), (name, method)
+            gc.collect()
+            tracemalloc.start()
+            with mg.profile() as prof:
+                _step(fn, args, params, budget=budget, method=method)
+            _, traced = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            measured = prof.peak_bytes - prof.start_bytes
+            assert measured <= budget
+            assert abs(measured - sim.peak_bytes) <= 0.1 * sim.peak_bytes, (measured, sim.peak_bytes)
+            assert prof.flops["recompute"] == sim.recompute_flops
+            # tracemalloc also sees the temporaries NumPy makes inside one op (softmax: two seq x seq
+            # arrays), which the model leaves out: never more than a few of the largest array.
+            assert measured <= traced <= measured + 4 * largest, (traced, measured)
+
+
+def test_batchnorm_once_and_dropout_replayed():
+    mg.manual_seed(1)
+    lins = [mg.nn.Linear(32, 32) for _ in range(3)]
+    bns = [mg.nn.BatchNorm1d(32) for _ in range(3)]
+    head = mg.nn.Linear(32, 1)
+    x = mg.randn(16, 32)
+
+    def f(x):
+        h = x
+        for lin, bn in zip(lins, bns):
+            h = mg.nn.functional.dropout(bn(lin(h)).relu(), 0.3)
+        return (head(h).tanh() * 3.0).mean()
+
+    g = capture(f, x)
+    budget = minimum_budget(g)[1]
+    assert budget < plain_peak(g)
+    params = [p for m in lins + bns + [head] for p in m.parameters()]
+    runs = []
+    for kw in ({}, {"budget": budget}):
+        mg.manual_seed(7)
+        for p in params:
+            p.grad = None
+        for bn in bns:
+            bn.running_mean.data[...] = 0
+            bn.num_batches_tracked.data[...] = 0
+        loss = checkpoint(f, x, **kw) if kw else f(x)
+        loss.backward()
+        runs.append(([p.grad.numpy().copy() for p in params], [bn.running_mean.numpy().copy() for bn in bns],
+                     [int(bn.num_batches_tracked.item()) for bn in bns], mg.random.get_rng_state()))
+    plan = cached_plan(f, x, budget=budget)
+    assert {g.nodes[v].op for v in plan.recomputed_nodes} >= {"BatchNorm", "Dropout"}
+    (g0, m0, n0, r0), (g1, m1, n1, r1) = runs
+    assert all(np.array_equal(a, b) for a, b in zip(g0, g1))
+    assert all(np.array_equal(a, b) for a, b in zip(m0, m1)) and n0 == n1 == [1, 1, 1] and r0 == r1
+
+
+def test_forward_that_changes_is_refused():
+    mg.manual_seed(0)
+    lin = mg.nn.Linear(8, 8)
+    x = mg.randn(4, 8)
+    flag = [False]
+
+    def f(x):
+        h = lin(x)
+        h = h.relu() if flag[0] else h.tanh()
+        return (h * h).sum()
+
+    budget = plain_peak(capture(f, x))
+    checkpoint(f, x, budget=budget).backward()
+    flag[0] = True
+    with pytest.raises(CheckpointError, match="changed since its graph was captured"):
+        checkpoint(f, x, budget=budget)
+    with pytest.raises(CheckpointError, match="not a Tensor"):
+        checkpoint(lambda x: None, x, budget=budget)
+    with pytest.raises(ScheduleError, match="cannot read a byte size"):
+        checkpoint(f, x, budget="lots")
