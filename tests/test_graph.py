@@ -351,3 +351,14 @@ def test_forward_that_changes_is_refused():
         checkpoint(lambda x: None, x, budget=budget)
     with pytest.raises(ScheduleError, match="cannot read a byte size"):
         checkpoint(f, x, budget="lots")
+
+
+def test_cli_plan_model(capsys):
+    from minigrad.cli import main
+
+    assert main(["plan", "--model", "unet", "--budget", "1.8MB", "--time-limit", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "U-Net-like" in out and "proven" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in METHODS}
+    assert set(rows) == set(METHODS) and "yes" in rows["optimal"]
+    assert "does not fit" in rows["none"]
