@@ -201,18 +201,23 @@ def _solve_optimal(m, budget, time_limit):
     if res.R is None:
         raise _below_minimum(m, budget, "optimal", time_limit)
     proven = res.status == 0
+    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
+    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
+        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+        if base is not None and _cost(m, base) < _cost(m, res.R):
+            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
     cost = m.simulate(res.R)[3]
     bound = getattr(res, "mip_dual_bound", None)
     lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
-    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
     return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
 def _solve_lp(m, budget, time_limit):
     """The LP relaxation (a lower bound) and Checkmate's two-phase rounding: round S, then derive R.
 
-    Candidates: S rounded at several thresholds (held at every stage, or only
-    the forward's kept set), nodes the LP seldom recomputes kept, and the
+    Candidates: R rounded at several thresholds (holding then follows), S
+    rounded likewise (held at every stage, or only the forward's kept set),
+    nodes the LP seldom recomputes kept, and the
     baselines' keep sets; the cheapest that fits wins. While none is within
     10% of the bound, the LP is solved again with a tighter budget (room for
     the rounding, as Checkmate does), up to three times.
@@ -233,8 +238,13 @@ def _solve_lp(m, budget, time_limit):
         for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
             rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
             seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
-            for R in (m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]), m.on_demand(seldom)):
-                sim = m.simulate(R)
+            recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
+            for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
+                      m.on_demand(seldom)):
+                try:
+                    sim = m.simulate(R)
+                except ScheduleError:       # a rounded R that would have to hold a view
+                    continue
                 if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
                     best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
         tries += 1
