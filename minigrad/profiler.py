@@ -29,6 +29,7 @@ checkpointing during backward).
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from contextlib import contextmanager
 from functools import partial
@@ -41,7 +42,16 @@ _live: dict = {}          # id(owner buffer) -> (weakref, nbytes)
 # host: NumPy buffers held by minigrad; dev: CuPy pool memory in use, seen through the allocator
 _state = {"bytes": 0, "count": 0, "dev_bytes": 0, "dev_count": 0}
 _active: list = []        # open Profile objects, innermost last
-_phase = ["forward"]      # a stack; the top is the phase FLOPs are booked to
+
+
+class _Phases(threading.local):
+    """Per thread (as the recompute mode is): one thread's backward does not book another's forward."""
+
+    def __init__(self):
+        self.stack = ["forward"]    # the top is the phase FLOPs are booked to
+
+
+_phases = _Phases()
 
 
 def _owner(a):
@@ -170,22 +180,23 @@ def _device_hook():
 
 def current_phase() -> str:
     """The phase FLOPs are booked to now: forward, backward or recompute."""
-    return _phase[-1]
+    return _phases.stack[-1]
 
 
 @contextmanager
 def phase(name: str):
     """Book FLOPs to ``name`` inside the block (used by backward and recompute)."""
-    _phase.append(name)
+    stack = _phases.stack
+    stack.append(name)
     try:
         yield
     finally:
-        _phase.pop()
+        stack.pop()
 
 
 def record_op(op_name: str, flops: int):
     """Called after each op runs (forward or backward): books FLOPs, extends timelines."""
-    ph = _phase[-1]
+    ph = _phases.stack[-1]
     total = _state["bytes"] + _state["dev_bytes"]
     for prof in _active:
         prof.flops[ph] += flops

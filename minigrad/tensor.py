@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from . import autograd, profiler
+from . import autograd, ops, profiler
 from . import random as _random
 from .backend import CPU, device as _device, device_of, is_array, to_device
 from .errors import DeviceError, DTypeError, GraphError
@@ -74,9 +74,21 @@ class Tensor:
 
     @data.setter
     def data(self, value):
+        self._set_data(value)
+
+    def _set_data(self, value, device=None):
+        """The one path by which a tensor's array changes: counted by the profiler, versioned.
+
+        Assigning the array it already holds (``t.data += 1`` ends that way) means it was
+        written in place: arrays saved for backward from it are then out of date.
+        """
         if not is_array(value):
             value = np.asarray(value)
+        if value is self._data:
+            autograd.bump_version(value)
         self._data = profiler.track(value)
+        if device is not None:
+            self._device = device
 
     shape = property(lambda self: self._data.shape, doc="Tuple of dimensions.")
     ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
@@ -89,7 +101,7 @@ class Tensor:
         return len(self._data)
 
     def __repr__(self):
-        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        body = np.array2string(to_device(self._data, CPU), precision=4, separator=", ", prefix="tensor(")
         extra = "" if self.dtype == get_default_dtype() else f", dtype={self.dtype}"
         extra += "" if self._device.type == "cpu" else f", device='{self._device}'"
         if self._node is not None:
@@ -99,15 +111,18 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def numpy(self):
-        """The data as a NumPy array (copied to the host if it lives on a GPU)."""
-        return to_device(self._data, CPU)
+        """The data as a NumPy array (copied to the host if it lives on a GPU; shared on the CPU)."""
+        out = to_device(self._data, CPU)
+        if out is self._data:
+            autograd.mark_exposed(out)       # writes into it must not go unseen by backward
+        return out
 
     def item(self):
         """The value of a one-element tensor as a Python number."""
         if self._data.size != 1:
             raise GraphError(f"item(): only one-element tensors convert to a Python number, this one has "
                              f"shape {self.shape}; index it or reduce it first (x.sum(), x[0])")
-        return self.numpy().reshape(()).item()
+        return to_device(self._data, CPU).reshape(()).item()
 
     def to(self, device):
         """This tensor on ``device`` (itself if already there); the copy is a new leaf."""
@@ -375,7 +390,7 @@ def _unary(name, op):
     return fn
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+autograd.use_tensor_class(Tensor)
 
 exp = _unary("exp", ops.Exp)
 log = _unary("log", ops.Log)

@@ -54,6 +54,7 @@ class _Run:
     # ------------------------------------------------------------------ forward
 
     def pack(self, array):
+        profiler.track(array)               # counted while held, as the engine counts what it saves
         h = _Handle(array)
         self.pending.append(h)
         return h

@@ -75,12 +75,14 @@ def dropout(x, p=0.5, training=True):
     return ops.Dropout.apply(x, mask=mask)
 
 
-def batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5):
+def batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5, *,
+               num_batches_tracked=None):
     """Batch normalisation over (N, C) or (N, C, L) inputs, with PyTorch's semantics.
 
     In training it normalises with the batch statistics and updates the running
-    ones in place (unbiased variance) — except while checkpointing recomputes a
-    forward, so each real forward updates them exactly once.
+    ones in place (unbiased variance; ``num_batches_tracked``, if given, counts
+    the update) — except while checkpointing recomputes a forward, so each real
+    forward updates them exactly once. This is the one place that decides it.
     """
     x = _t(x)
     if x.ndim not in (2, 3) or x.shape[1] != weight.shape[0]:
@@ -92,7 +94,11 @@ def batch_norm(x, running_mean, running_var, weight, bias, training=True, moment
         raise ShapeError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
     stats = []
     out = ops.BatchNorm.apply(x, weight, bias, eps=eps, stats=stats)
-    if running_mean is not None and not autograd.is_recomputing():
+    if autograd.is_recomputing():
+        return out
+    if num_batches_tracked is not None:
+        num_batches_tracked.data += 1
+    if running_mean is not None:
         mean, var = stats[0]
         unbiased = var * (n / (n - 1))
         running_mean.data *= 1 - momentum

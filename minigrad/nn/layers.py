@@ -118,12 +118,9 @@ class BatchNorm1d(Module):
         self.register_buffer("num_batches_tracked", _filled((), 0, np.int64, device, cls=None))
 
     def forward(self, x):
-        from .. import autograd  # noqa: PLC0415
         _check_device(self, x)
-        if self.training and not autograd.is_recomputing():
-            self.num_batches_tracked.data += 1
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, self.momentum, self.eps)
+                            self.training, self.momentum, self.eps, num_batches_tracked=self.num_batches_tracked)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

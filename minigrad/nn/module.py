@@ -128,11 +128,11 @@ class Module:
         """Move parameters and buffers to ``device`` in place (parameters keep their identity)."""
         dev = _device(device)
         for p in self.parameters():
-            p._data, p._device = to_device(p.data, dev), dev
+            p._set_data(to_device(p.data, dev), dev)
             if p.grad is not None:
                 p.grad = p.grad.to(dev)
         for b in self.buffers():
-            b._data, b._device = to_device(b.data, dev), dev
+            b._set_data(to_device(b.data, dev), dev)
         return self
 
     def state_dict(self):
@@ -160,8 +160,8 @@ class Module:
             if tuple(value.shape) != t.shape:
                 raise ShapeError(f"load_state_dict: {name!r} has shape {t.shape} here but {tuple(value.shape)} "
                                  "in the state dict")
-            t._data = to_device(np.asarray(value) if isinstance(value, (list, tuple)) else value, t.device
-                                ).astype(t.dtype, copy=True)
+            t._set_data(to_device(np.asarray(value) if isinstance(value, (list, tuple)) else value, t.device
+                                  ).astype(t.dtype, copy=True))
         return self
 
     # --- calling ------------------------------------------------------------------
