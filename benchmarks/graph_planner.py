@@ -116,7 +116,7 @@ def model_table(name, limit):
             same_cost = f"{b / 1e6:.3f}"
         rows.append([method, mflop(sim.recompute_flops), f"{100 * sim.recompute_flops / g.forward_flops:.1f}%",
                      mflop(prof.flops["recompute"]), f"{sim.peak_bytes / 1e6:.3f}", f"{measured / 1e6:.3f}",
-                     "yes" if p.optimal else f"{100 * p.gap:.0f}%" if method == "lp" else "-", same_cost])
+                     "yes" if p.optimal else f"{100 * p.gap:.0f}%" if method in ("optimal", "lp") else "-", same_cost])
     for p in params:
         p.grad = None
     print(table(["method", "recompute MFLOP", "of forward", "measured MFLOP", "predicted MB", "measured MB",
