@@ -362,3 +362,11 @@ def test_cli_plan_model(capsys):
     rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in METHODS}
     assert set(rows) == set(METHODS) and "yes" in rows["optimal"]
     assert "does not fit" in rows["none"]
+
+
+def test_import_does_not_load_scipy():
+    import subprocess
+    import sys
+
+    code = "import sys, minigrad, minigrad.checkpoint; sys.exit('scipy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
