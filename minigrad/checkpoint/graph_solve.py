@@ -100,15 +100,12 @@ class _Program:
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
             self.mem_rows.append((add(e, -np.inf, 0.0), m.bwd_const[s]))
-        if m.stages:
-            S0 = self.S[0]
-            for j in range(m.n):
-                e = [(S0[o], m.size[o] / unit) for o in m.freeable[j] if o in S0]
-                if min_budget:
-                    e.append((self.bcol, -1.0 / unit))
-                self.mem_rows.append((add(e, -np.inf, 0.0), m.fwd_const[j]))
-        else:
-            self.fwd_only = max(m.fwd_const, default=0)
+        S0 = self.S[0] if m.stages else {}
+        for j in range(m.n):
+            e = [(S0[o], m.size[o] / unit) for o in m.freeable[j] if o in S0]
+            if min_budget:
+                e.append((self.bcol, -1.0 / unit))
+            self.mem_rows.append((add(e, -np.inf, 0.0), m.fwd_const[j]))
         from scipy.sparse import csr_array  # noqa: PLC0415
 
         self.A = csr_array((vals, (rows, cidx)), shape=(r, self.ncols))
@@ -346,7 +343,7 @@ def _solve_none(m, budget, time_limit):
         raise ScheduleError(f"solve: method 'none' keeps every array backward reads and peaks at {peak:,} bytes, "
                             f"above the budget of {budget:,}; pick a checkpointing method ('optimal', 'lp', ...) "
                             "or raise the budget")
-    return R, 0, True, "no checkpointing", 0.0
+    return R, 0, True, "no checkpointing", 0.0       # recomputes nothing: no plan costs less
 
 
 SOLVERS = {"optimal": _solve_optimal, "lp": _solve_lp, "greedy": _solve_greedy,
@@ -370,8 +367,8 @@ def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.
     R, lower, proven, note, seconds = SOLVERS[method](m, limit, time_limit)
     if method in ("greedy", "articulation"):
         lower = 0
-    return GraphPlan(graph, limit, method, tuple(R), lower_bound=lower, optimal=proven and method != "none" or
-                     (method == "none" and _cost(m, R) == 0), solve_seconds=seconds, note=note, model=m)
+    return GraphPlan(graph, limit, method, tuple(R), lower_bound=lower, optimal=proven, solve_seconds=seconds,
+                     note=note, model=m)
 
 
 def plain_peak(graph: Graph) -> int:
