@@ -413,7 +413,48 @@ def _largest_batch(strategy, L, costs, budget, batch):
     return lo
 
 
+def cmd_plan_graph(args):
+    """``plan --model NAME``: the op-level graph plan of an example network next to the baselines."""
+    from minigrad.checkpoint import capture, graph_models, graph_solve  # noqa: PLC0415 - loads scipy
+
+    fn, inputs, about = graph_models.MODELS[args.model]()
+    g = capture(fn, *inputs)
+    plain, (lo, found) = graph_solve.plain_peak(g), graph_solve.minimum_budget(g, args.time_limit)
+    low = f"{fmt_bytes(found)}" if lo == found else f"{fmt_bytes(lo)}..{fmt_bytes(found or 0)}"
+    print(f"{about}: {len(g)} ops, forward {fmt_flops(g.forward_flops)}; plain step peaks at {fmt_bytes(plain)}, "
+          f"the least any plan needs is {low}; budget {fmt_bytes(args.budget)} ({100 * args.budget / plain:.0f}% "
+          "of plain). Bytes are what one step adds beyond parameters and inputs.")
+    cols = ["method", "peak", "recompute", "of forward", "lower bound", "proven", "seconds"]
+    rows, plans = [], {}
+    for method in graph_solve.METHODS:
+        try:
+            p = plans[method] = graph_solve.solve(g, args.budget, method, time_limit=args.time_limit)
+        except ScheduleError as exc:
+            rows.append([method, "does not fit", "", "", "", "", ""])
+            if method == "optimal":
+                print(f"optimal: {exc}")
+            continue
+        s = p.simulate()
+        lb = fmt_flops(p.lower_bound) if method in ("optimal", "lp") else "-"
+        rows.append([method, fmt_bytes(s.peak_bytes), fmt_flops(s.recompute_flops),
+                     f"{100 * s.recompute_flops / g.forward_flops:.1f}%", lb, "yes" if p.optimal else "no",
+                     f"{p.solve_seconds:.2f}"])
+    widths = [max(len(r[c]) for r in [cols] + rows) for c in range(len(cols))]
+    for r in [cols] + rows:
+        print("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))))
+    best = plans.get("optimal") or plans.get("lp")
+    if best is not None:
+        print()
+        print(best)
+        if args.plot:
+            from minigrad.checkpoint.graph_plot import plot_plan  # noqa: PLC0415
+            print(f"plot: {plot_plan(best, args.plot, f'{args.model}: {best.method} plan')}")
+    return 0
+
+
 def cmd_plan(args):
+    if args.model is not None:
+        return cmd_plan_graph(args)
     dtype = np.dtype(args.dtype)
     mg.manual_seed(0)
     blocks = [Block(args.width, args.width, "tanh", dtype=dtype) for _ in range(args.depth)]
@@ -546,6 +587,13 @@ def build_parser():
                          "(e.g. 20MB, 1.5GiB)")
     pl.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default)")
     pl.add_argument("--timeline", action="store_true", help="print the planned schedule's whole timeline")
+    pl.add_argument("--model", choices=["chain", "residual", "unet", "transformer"], default=None,
+                    help="plan an example network's op-level graph instead (optimal MILP, LP, greedy, "
+                         "articulation, none)")
+    pl.add_argument("--time-limit", type=_positive_float, default=30.0, metavar="SECONDS",
+                    help="with --model: time limit of each MILP/LP solve (30)")
+    pl.add_argument("--plot", metavar="PATH", help="with --model: save the graph, kept and recomputed ops "
+                                                  "coloured, as a PNG")
     pl.set_defaults(func=cmd_plan)
     return p
 

@@ -2,10 +2,13 @@
 from . import schedules
 from .executor import checkpoint_sequential, plan, run_schedule
 from .function import checkpoint
+from .graph import Graph, GraphPlan, GraphSimulation
+from .graph_capture import capture
+from .graph_solve import solve
 from .policies import Storage, save_linears, save_matmuls, save_nothing
 from .schedules import (STRATEGIES, Action, Schedule, Simulation, binomial_extra_forwards, recursive, revolve,
                         revolve_forwards, sqrt, uniform)
 
-__all__ = ["save_matmuls", "save_linears", "save_nothing", "Storage", "checkpoint", "checkpoint_sequential", "plan", "run_schedule", "Schedule", "Simulation", "Action",
+__all__ = ["capture", "Graph", "GraphPlan", "GraphSimulation", "solve", "save_matmuls", "save_linears", "save_nothing", "Storage", "checkpoint", "checkpoint_sequential", "plan", "run_schedule", "Schedule", "Simulation", "Action",
            "STRATEGIES", "schedules", "binomial_extra_forwards", "revolve_forwards", "uniform", "sqrt",
            "recursive", "revolve"]

@@ -206,7 +206,8 @@ class CheckpointFunction(Function):
         self.fn = self.structure = self.kept = self.modes = self.inputs = None
 
 
-def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, **kwargs):
+def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, budget=None,
+               method="optimal", **kwargs):
     """Run ``fn(*args, **kwargs)`` keeping none of its activations; recompute them during backward.
 
     Returns what ``fn`` returns (a Tensor or a tuple of Tensors). Tensors may
@@ -217,10 +218,15 @@ def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None
     ``save_matmuls``) keeps chosen ops' outputs instead of recomputing them;
     ``store_dtype`` (e.g. ``"float16"``) stores the inputs in a narrower dtype;
     ``offload`` keeps them in host memory while they wait. See Note [What a
-    checkpoint node sees].
+    checkpoint node sees]. With ``budget=`` (bytes, or "8MB") the function's
+    op-level graph is planned instead (``method``: see ``solve``) and run
+    under that plan (``graph_run.py``).
     """
     if not callable(fn):
         raise CheckpointError(f"checkpoint: the first argument must be callable, got {type(fn).__name__}")
+    if budget is not None:
+        from .graph_run import checkpoint_graph  # noqa: PLC0415 - graph plans load scipy only when used
+        return checkpoint_graph(fn, args, kwargs, budget, method)
     check_policy(policy)
     storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else None
     if not autograd.is_grad_enabled():

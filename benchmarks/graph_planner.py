@@ -1,0 +1,142 @@
+"""Graph plans: solve time and optimality gap against graph size, and the methods on three networks.
+
+1. Synthetic network-like graphs of 25..400 ops (``graph_models.synthetic``)
+   at the first of 60/70/80/90% of the plain step's peak where greedy fits: for ``optimal`` (the MILP,
+   HiGHS, a time limit per solve) the time, whether optimality was proven and
+   the gap to HiGHS's bound; for ``lp`` the time, the rounded plan's cost and
+   its gap to the LP bound.
+2. The residual MLP, the U-Net-like MLP and the transformer blocks: recompute
+   FLOPs of optimal, lp, articulation, greedy and none at 50% of the plain
+   peak when any plan fits there, else halfway between the least any plan
+   needs and the plain peak (Checkmate's headline comparison); and at equal
+   recompute, the least budget at which the MILP matches each baseline's FLOPs.
+   Every plan is then run: measured peak (profiler) and recompute FLOPs next
+   to the prediction.
+
+Run:  python benchmarks/graph_planner.py [--time-limit 60] [--sizes 25 50 100 200 400]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+from _common import add_repo_to_path, machine_report, pin_blas_threads, table
+
+pin_blas_threads(1)
+add_repo_to_path()
+
+import minigrad as mg  # noqa: E402
+from minigrad.checkpoint import capture, checkpoint  # noqa: E402
+from minigrad.checkpoint.graph_models import MODELS, synthetic  # noqa: E402
+from minigrad.checkpoint.graph_run import cached_plan  # noqa: E402
+from minigrad.checkpoint.graph_solve import METHODS, minimum_budget, plain_peak, solve  # noqa: E402
+from minigrad.errors import ScheduleError  # noqa: E402
+
+
+def mflop(x):
+    return f"{x / 1e6:.2f}"
+
+
+def sizes_table(sizes, limit):
+    rows = []
+    for n in sizes:
+        g = synthetic(n, seed=n)
+        plain = plain_peak(g)
+        for frac in (0.6, 0.7, 0.8, 0.9):        # the first fraction of the plain peak some plan fits
+            budget = int(frac * plain)
+            try:
+                solve(g, budget, "greedy")
+                break
+            except ScheduleError:
+                continue
+        row = [n, f"{budget / 1e6:.2f} ({100 * frac:.0f}%)"]
+        for method in ("optimal", "lp"):
+            t0 = time.perf_counter()
+            try:
+                p = solve(g, budget, method, time_limit=limit)
+            except ScheduleError as exc:
+                row += ["-", "infeasible" if "below" in str(exc) else "no plan", "", ""]
+                continue
+            row += [f"{time.perf_counter() - t0:.1f}", mflop(p.cost), mflop(p.lower_bound),
+                    ("proven" if p.optimal else f"{100 * p.gap:.1f}%")]
+        rows.append(row)
+    print(table(["ops", "budget MB", "optimal s", "optimal MFLOP", "bound MFLOP", "gap", "lp s", "lp MFLOP",
+                 "LP bound MFLOP", "gap to LP bound"], rows), flush=True)
+
+
+def equal_recompute_budget(g, target, lo, hi, limit):
+    """A budget (bytes, to 2% of the peak) at which the MILP recomputes no more than ``target`` FLOPs.
+
+    Bisection with short solves: a plan found within the time limit is a real
+    plan, so the budget returned is an upper bound on the least one.
+    """
+    if solve(g, lo, "optimal", time_limit=limit).cost <= target:
+        return lo
+    while hi - lo > 0.02 * hi:
+        mid = (lo + hi) // 2
+        if solve(g, mid, "optimal", time_limit=limit).cost <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def model_table(name, limit):
+    fn, args, about = MODELS[name]()
+    g = capture(fn, *args)
+    plain = plain_peak(g)
+    low = minimum_budget(g, limit)
+    least = low[1] if low[0] == low[1] else low[1]
+    budget = int(0.5 * plain)
+    where = "50% of plain"
+    if budget < least:
+        budget = (least + plain) // 2
+        where = f"halfway from the least ({least / 1e6:.2f} MB) to plain: {100 * budget / plain:.0f}% of plain"
+    print(f"\n{name}: {about}; {len(g)} ops, forward {mflop(g.forward_flops)} MFLOP, plain peak "
+          f"{plain / 1e6:.2f} MB; budget {budget / 1e6:.3f} MB ({where})")
+    params = mg.autograd.leaves(fn(*args))
+    fn(*args).backward()
+    rows = []
+    for method in METHODS:
+        try:
+            p = cached_plan(fn, *args, budget=budget, method=method)
+        except ScheduleError:
+            rows.append([method, "does not fit", "", "", "", "", "", ""])
+            continue
+        sim = p.simulate()
+        checkpoint(fn, *args, budget=budget, method=method).backward()
+        gc.collect()
+        with mg.profile() as prof:
+            checkpoint(fn, *args, budget=budget, method=method).backward()
+        measured = prof.peak_bytes - prof.start_bytes
+        same_cost = "-"
+        if method in ("greedy", "articulation") and sim.recompute_flops > 0:
+            b = equal_recompute_budget(g, sim.recompute_flops, least, sim.peak_bytes, min(limit, 10.0))
+            same_cost = f"{b / 1e6:.3f}"
+        rows.append([method, mflop(sim.recompute_flops), f"{100 * sim.recompute_flops / g.forward_flops:.1f}%",
+                     mflop(prof.flops["recompute"]), f"{sim.peak_bytes / 1e6:.3f}", f"{measured / 1e6:.3f}",
+                     "yes" if p.optimal else f"{100 * p.gap:.0f}%" if method in ("optimal", "lp") else "-", same_cost])
+    for p in params:
+        p.grad = None
+    print(table(["method", "recompute MFLOP", "of forward", "measured MFLOP", "predicted MB", "measured MB",
+                 "proven / gap", "optimal at equal recompute: MB"], rows), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per MILP/LP solve (60)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400])
+    ap.add_argument("--models", nargs="+", default=["residual", "unet", "transformer"])
+    args = ap.parse_args()
+    print("\n".join(machine_report()))
+    print(f"\n1. Synthetic graphs at the first of 60/70/80/90% of the plain peak where greedy fits; "
+          f"time limit {args.time_limit:g} s per solve")
+    sizes_table(args.sizes, args.time_limit)
+    print("\n2. The three networks (minigrad.checkpoint.graph_models), every plan run and measured")
+    for name in args.models:
+        model_table(name, args.time_limit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""``solve(graph, budget, method)``: the cheapest recomputation plan of a ``Graph`` within a memory budget.
+
+Methods (one table, ``METHODS``): ``"optimal"`` (an exact MILP solved by
+HiGHS through ``scipy.optimize.milp``), ``"lp"`` (its LP relaxation, a proven
+lower bound, rounded to a plan in two phases), and the baselines ``"greedy"``
+(Chen et al. 2016), ``"articulation"`` (checkpoints at articulation points,
+Chen's √n rule) and ``"none"``.
+
+Note [The MILP]
+---------------
+Checkmate's formulation (Jain et al., MLSys 2020) restricted to a fixed
+forward pass and the engine's fixed backward order, over the memory model of
+``graph.py``. For each stage s and node v ≤ node(s): a binary ``R[s,v]``
+(re-run v's forward at stage s); for each object o that may be held there,
+``S[s,o]`` in [0, 1] (held at the start of stage s; S[0] is what the forward
+keeps). Constraints:
+
+* needs:   S[s,o] + R[s,node(o)] >= 1 for every o the stage's backward reads;
+* inputs:  R[s,v] <= S[s,O(u)] + R[s,u] for every input u of v;
+* carry:   S[s,o] <= S[s-1,o] + R[s-1,node(o)];
+* no copy: S[s,o] + R[s,node(o)] <= 1;
+* memory:  sum size(o)·S[s,o] + sum (size O(v) + size X(v))·R[s,v] <= budget - const[s], and at each
+  forward op j, the kept objects the function has let go of fit too.
+
+Minimise sum flops(v)·R[s,v]. All variables are binary (with S continuous
+the model is the same — a constraint asking S > 0 with R integral asks S = 1
+— but HiGHS proves optimality far sooner when it may branch on S: 1.6 s
+instead of over 60 s on a 40-op graph). The plan is read off R alone
+(``Model.held_for`` holds the least that serves it). The objective has
+integer coefficients, so a bound rounds up to an integer and HiGHS closes
+the gap to zero.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..errors import ScheduleError
+from .graph import O, X, Graph, GraphPlan, Model
+from .schedules import parse_bytes
+
+METHODS = ("optimal", "lp", "greedy", "articulation", "none")
+
+
+class _Program:
+    """The MILP of the Note as sparse arrays, for one graph (the budget is only the right-hand sides)."""
+
+    def __init__(self, model: Model, min_budget=False):
+        m = self.model = model
+        self.min_budget = min_budget
+        self.S, self.R = [], []          # per stage: {object: column}, {node: column}
+        cols = 0
+        for s, w in enumerate(m.stages):
+            sv = {o: cols + k for k, o in enumerate(m.objects_at(s))}
+            cols += len(sv)
+            rv = {v: cols + k for k, v in enumerate(range(w + 1))}
+            cols += len(rv)
+            self.S.append(sv)
+            self.R.append(rv)
+        self.bcol = cols if min_budget else None
+        self.ncols = cols + (1 if min_budget else 0)
+        rows, cidx, vals, lo, hi = [], [], [], [], []
+        self.mem_rows = []               # (row, constant) — right-hand side budget - constant
+        r = 0
+
+        def add(entries, lb, ub):
+            nonlocal r
+            for c, v in entries:
+                rows.append(r)
+                cidx.append(c)
+                vals.append(v)
+            lo.append(lb)
+            hi.append(ub)
+            r += 1
+            return r - 1
+
+        unit = max(max(m.size), 1)
+        self.unit = unit
+        for s, w in enumerate(m.stages):
+            S, R = self.S[s], self.R[s]
+            for o in m.need[s]:
+                e = [(R[o // 2], 1.0)] + ([(S[o], 1.0)] if o in S else [])
+                add(e, 1.0, np.inf)
+            for v in range(w + 1):
+                for u in m.inputs[v]:
+                    if O(u) in m.always:
+                        continue
+                    e = [(R[v], 1.0), (R[u], -1.0)] + ([(S[O(u)], -1.0)] if O(u) in S else [])
+                    add(e, -np.inf, 0.0)
+            for o, c in S.items():
+                add([(c, 1.0), (R[o // 2], 1.0)], -np.inf, 1.0)
+                if s > 0:
+                    prev = [(self.S[s - 1][o], -1.0)] if o in self.S[s - 1] else []
+                    add([(c, 1.0), (self.R[s - 1][o // 2], -1.0)] + prev, -np.inf, 0.0)
+            e = [(c, m.size[o] / unit) for o, c in S.items() if m.size[o]]
+            e += [(R[v], (m.size[O(v)] + m.size[X(v)]) / unit) for v in range(w + 1)
+                  if m.size[O(v)] + m.size[X(v)]]
+            if min_budget:
+                e.append((self.bcol, -1.0 / unit))
+            self.mem_rows.append((add(e, -np.inf, 0.0), m.bwd_const[s]))
+        S0 = self.S[0] if m.stages else {}
+        for j in range(m.n):
+            e = [(S0[o], m.size[o] / unit) for o in m.freeable[j] if o in S0]
+            if min_budget:
+                e.append((self.bcol, -1.0 / unit))
+            self.mem_rows.append((add(e, -np.inf, 0.0), m.fwd_const[j]))
+        from scipy.sparse import csr_array  # noqa: PLC0415
+
+        self.A = csr_array((vals, (rows, cidx)), shape=(r, self.ncols))
+        self.lo, self.hi = np.array(lo), np.array(hi)
+        self.c = np.zeros(self.ncols)
+        self.integrality = np.zeros(self.ncols)
+        for s, R in enumerate(self.R):
+            for v, col in R.items():
+                self.c[col] = m.flops[v]
+                self.integrality[col] = 1
+        for S in self.S:        # integral S gives the same relaxation but lets HiGHS branch on holding
+            for col in S.values():
+                self.integrality[col] = 1
+        self.ub = np.ones(self.ncols)
+        if min_budget:
+            self.c[:] = 0
+            self.c[self.bcol] = 1.0 / unit
+            self.ub[self.bcol] = np.inf
+
+    def solve(self, budget, integral=True, time_limit=60.0):
+        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found."""
+        from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
+
+        hi = self.hi.copy()
+        for row, const in self.mem_rows:
+            hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
+        lb = np.zeros(self.ncols)
+        res = milp(self.c, constraints=LinearConstraint(self.A, self.lo, hi),
+                   integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
+                   options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
+        res.R = None
+        res.Sval = None
+        if res.x is not None:
+            x = res.x
+            res.R = [{v for v, c in R.items() if x[c] > 0.5} for R in self.R]
+            res.Rfrac = [{v: x[c] for v, c in R.items()} for R in self.R]
+            res.Sval = [{o: x[c] for o, c in S.items()} for S in self.S]
+        return res
+
+
+def minimum_budget(graph_or_model, time_limit=30.0):
+    """The fewest bytes any plan needs, as (lower bound, bytes of a plan found): equal when proven."""
+    m = graph_or_model if isinstance(graph_or_model, Model) else Model(graph_or_model)
+    if not m.stages:
+        need = max(m.fwd_const, default=0)
+        return need, need
+    p = _Program(m, min_budget=True)
+    res = p.solve(0, integral=True, time_limit=time_limit)
+    lb = getattr(res, "mip_dual_bound", None)
+    if res.R is None:
+        lb = lb if lb is not None and math.isfinite(lb) else 0
+        return int(math.ceil(lb * p.unit - 1e-6)), None
+    found = m.simulate(res.R)[0]
+    if res.status == 0:
+        return found, found
+    return int(math.ceil((lb if lb is not None and math.isfinite(lb) else 0) * p.unit - 1e-6)), found
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+def _below_minimum(m, budget, method, time_limit):
+    lo, found = minimum_budget(m, time_limit=min(time_limit, 30.0))
+    if found is not None and lo == found:
+        if budget < found:
+            return ScheduleError(
+                f"solve: a budget of {budget:,} bytes is below the minimum this graph needs: {found:,} bytes "
+                f"(every plan of the memory model peaks at least there; the plain step peaks at "
+                f"{_plain_peak(m):,}). Raise the budget, or shrink the batch.")
+        return ScheduleError(
+            f"solve: method {method!r} found no plan within {budget:,} bytes, though the minimum is {found:,} "
+            "bytes; use method='optimal' (or 'lp'), or raise the budget")
+    return ScheduleError(
+        f"solve: no plan within {budget:,} bytes found; the minimum this graph needs is at least {lo:,} bytes"
+        + (f" and at most {found:,}" if found else "") + ". Raise the budget.")
+
+
+def _plain_peak(m):
+    return m.simulate(_none_R(m))[0]
+
+
+def _none_R(m):
+    return m.on_demand(set().union(*m.need) if m.need else set())
+
+
+def _solve_optimal(m, budget, time_limit):
+    t0 = time.perf_counter()
+    p = _Program(m)
+    res = p.solve(budget, integral=True, time_limit=time_limit)
+    if res.R is None:
+        raise _below_minimum(m, budget, "optimal", time_limit)
+    proven = res.status == 0
+    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
+    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
+        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+        if base is not None and _cost(m, base) < _cost(m, res.R):
+            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
+    cost = m.simulate(res.R)[3]
+    bound = getattr(res, "mip_dual_bound", None)
+    lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
+    return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
+
+
+def _solve_lp(m, budget, time_limit):
+    """The LP relaxation (a lower bound) and Checkmate's two-phase rounding: round S, then derive R.
+
+    Candidates: R rounded at several thresholds (holding then follows), S
+    rounded likewise (held at every stage, or only the forward's kept set),
+    nodes the LP seldom recomputes kept, and the
+    baselines' keep sets; the cheapest that fits wins. While none is within
+    10% of the bound, the LP is solved again with a tighter budget (room for
+    the rounding, as Checkmate does), up to three times.
+    """
+    t0 = time.perf_counter()
+    p = _Program(m)
+    res = p.solve(budget, integral=False, time_limit=time_limit)
+    if res.x is None:
+        raise _below_minimum(m, budget, "lp", time_limit)
+    lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
+    best, how = None, ""
+    tries, scale = 0, 1.0
+    while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
+        again = {}                                   # how often the LP recomputes each node, in total
+        for R in res.Rfrac:
+            for v, x in R.items():
+                again[v] = again.get(v, 0.0) + x
+        for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
+            rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
+            seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
+            recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
+            for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
+                      m.on_demand(seldom)):
+                try:
+                    sim = m.simulate(R)
+                except ScheduleError:       # a rounded R that would have to hold a view
+                    continue
+                if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
+                    best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
+        tries += 1
+        if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
+            break
+        scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
+        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+        if res2.x is None:
+            break
+        res = res2
+    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
+    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
+        best, how = base, f"a baseline keep set was cheaper: {label}"
+    if best is None:
+        raise _below_minimum(m, budget, "lp", time_limit)
+    cost = _cost(m, best)
+    return best, min(lower, cost), cost == lower, f"LP relaxation by HiGHS, two-phase rounding ({how})", \
+        time.perf_counter() - t0
+
+
+def _cost(m, R):
+    return sum(m.flops[v] for r in R for v in r)
+
+
+def _best_of(m, budget, keeps):
+    """The cheapest fitting on-demand plan over candidate keep sets: (R, label) or (None, None)."""
+    best = label = None
+    for keep, name in keeps:
+        R = m.on_demand(keep)
+        peak, _, _, flops, _ = m.simulate(R)
+        if peak <= budget and (best is None or flops < _cost(m, best)):
+            best, label = R, name
+    return best, label
+
+
+def _greedy_keeps(m):
+    """Chen et al. (2016)'s greedy over a range of thresholds b: keep an output whenever the bytes since the last exceed b."""
+    sizes = [m.size[O(v)] + m.size[X(v)] for v in range(m.n)]
+    total = max(sum(sizes), 1)
+    keeps = [(set().union(*m.need) if m.need else set(), "b=0 (keep all)")]
+    for b in sorted({int(total * 2.0 ** (-k / 4)) for k in range(0, 80)}):
+        keep, acc = set(), 0
+        for v in range(m.n):
+            if m.view[v] or v in m.outputs:
+                continue
+            acc += sizes[v]
+            if acc > b:
+                keep.add(O(v))
+                acc = 0
+        keeps.append((keep, f"greedy b={b:,}"))
+    return keeps
+
+
+def _solve_greedy(m, budget, time_limit):
+    """Chen's greedy: the cheapest fitting plan over the thresholds."""
+    t0 = time.perf_counter()
+    R, label = _best_of(m, budget, _greedy_keeps(m))
+    if R is None:
+        raise _below_minimum(m, budget, "greedy", time_limit)
+    return R, 0, False, f"Chen's greedy, threshold {label}", time.perf_counter() - t0
+
+
+def articulation_points(m) -> list:
+    """Nodes every path from the inputs to the outputs runs through (no edge jumps over them), views excluded."""
+    reach = [0] * (m.n + 1)
+    for v in range(m.n):
+        for u in m.inputs[v]:
+            reach[u] = max(reach[u], v)       # the farthest consumer of u
+    points, far = [], 0
+    for v in range(m.n):
+        if far <= v and not m.view[v] and v not in m.outputs:
+            points.append(v)
+        far = max(far, reach[v])
+    return points
+
+
+def _articulation_keeps(m):
+    cand = articulation_points(m)
+    k = len(cand)
+    root = max(1, round(math.sqrt(k))) if k else 0
+    return [({O(cand[(i + 1) * k // (c + 1)]) for i in range(c)},
+             f"{c} of {k} articulation points" + (" (the sqrt rule)" if c == root else "")) for c in range(k + 1)]
+
+
+def _solve_articulation(m, budget, time_limit):
+    """Checkpoints at evenly spaced articulation points: the cheapest count that fits (Chen's rule takes √n)."""
+    t0 = time.perf_counter()
+    R, label = _best_of(m, budget, _articulation_keeps(m))
+    if R is None:
+        raise _below_minimum(m, budget, "articulation", time_limit)
+    return R, 0, False, f"checkpoints at {label}", time.perf_counter() - t0
+
+
+def _solve_none(m, budget, time_limit):
+    R = _none_R(m)
+    peak = m.simulate(R)[0]
+    if peak > budget:
+        raise ScheduleError(f"solve: method 'none' keeps every array backward reads and peaks at {peak:,} bytes, "
+                            f"above the budget of {budget:,}; pick a checkpointing method ('optimal', 'lp', ...) "
+                            "or raise the budget")
+    return R, 0, True, "no checkpointing", 0.0       # recomputes nothing: no plan costs less
+
+
+SOLVERS = {"optimal": _solve_optimal, "lp": _solve_lp, "greedy": _solve_greedy,
+           "articulation": _solve_articulation, "none": _solve_none}
+
+
+def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.0) -> GraphPlan:
+    """The recomputation plan of ``graph`` within ``budget`` (bytes, or "8MB") by ``method``.
+
+    Raises ScheduleError for an unknown method, a budget that does not parse
+    or is negative, or one below what the graph needs (stating the minimum).
+    ``time_limit`` bounds each HiGHS run (seconds); an unproven "optimal"
+    plan says so (``optimal=False``, ``gap``).
+    """
+    if method not in SOLVERS:
+        raise ScheduleError(f"solve: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(graph, Graph):
+        raise ScheduleError(f"solve: expected a Graph from capture(fn, *args), got {type(graph).__name__}")
+    limit = parse_bytes(budget)
+    m = Model(graph)
+    R, lower, proven, note, seconds = SOLVERS[method](m, limit, time_limit)
+    if method in ("greedy", "articulation"):
+        lower = 0
+    return GraphPlan(graph, limit, method, tuple(R), lower_bound=lower, optimal=proven, solve_seconds=seconds,
+                     note=note, model=m)
+
+
+def plain_peak(graph: Graph) -> int:
+    """Peak bytes of a step that keeps everything backward reads (no checkpointing)."""
+    return _plain_peak(Model(graph))
