@@ -235,12 +235,11 @@ def measure_chain(layers, x) -> ChainCosts:
             found.append(used)
             back.append(0)
 
-            def backward(y, used=used):
-                """Backward of y with fresh gradients (the caller's put back); the bytes it allocated."""
+            def backward(y, seed, used=used):
+                """Backward of y from ``seed`` with fresh gradients (the caller's put back); the bytes it allocated."""
                 kept = [(t, t.grad) for t in used]
                 for t in used:
                     t.grad = None
-                seed = profiler.track(y.device.xp.ones(y.shape, y.dtype))
                 with profiler.profile() as bprof:
                     autograd.run_backward([(y, seed)])
                 for t, g in kept:
@@ -248,13 +247,14 @@ def measure_chain(layers, x) -> ChainCosts:
                 return bprof.peak_bytes - bprof.start_bytes
 
             if y.requires_grad:
-                back[-1] = backward(y)
+                back[-1] = backward(y, profiler.track(y.device.xp.ones(y.shape, y.dtype)))
                 if x.device.type == "cpu":
                     def again(layer=layer, leaf=leaf, start_state=start_state):
+                        leaf.grad = None               # each run starts as the first did: no input gradient
                         _random.set_rng_state(start_state)
                         with enable_grad():
                             y2 = layer(leaf)
-                        return y2, backward
+                        return y2, profiler.track(y2.device.xp.ones(y2.shape, y2.dtype)), backward
                     workspace = max(workspace, _workspace(layer, leaf, again))
             del y, leaf
             cur = out
@@ -303,11 +303,11 @@ def _workspace(layer, x, again) -> int:
     seen = []
     try:
         for _ in range(8):
-            y, backward = again()
+            y, seed, backward = again()
             tracemalloc.reset_peak()
             start = tracemalloc.get_traced_memory()[0]
-            counted = backward(y)
-            del y
+            counted = backward(y, seed)
+            del y, seed
             seen.append(max(0, tracemalloc.get_traced_memory()[1] - start - counted))
             if len(seen) >= 3 and seen[-1] == seen[-2]:
                 break

@@ -221,6 +221,7 @@ def _exact_search(g: _Grid, runs=True):
     INF = np.inf
     # R[a][k - a, b - a, level]; entries with b <= k stay inf, so sums over them never win
     R = [np.full((L + 1 - a, L + 1 - a, n), INF, dt) for a in range(L + 1)]
+    buf = np.empty((L, L, n), dt) if L * L * n * np.dtype(dt).itemsize <= 16 * 2**20 else None
     keep_best = np.full((L + 1, n), INF, dt)       # per k: the best new slot p for the phase (k, b], F[p] added
     rel_best = np.full((L + 1, n), INF, dt)
     for b in range(1, L + 1):
@@ -244,11 +245,12 @@ def _exact_search(g: _Grid, runs=True):
                 np.minimum(last[1:], rel[:, g.up(A[a])], out=last[1:])
             Ra = R[a]
             m = b - a
-            if m > 1:                              # later phases: (c, b] first, then (k, c] from Ra
-                rest = (Ra[:m, :m] + phase[None, :, :]).min(axis=1)
-                Ra[:m, m] = np.minimum(last, rest)
-            else:
-                Ra[:m, m] = last
+            Ra[:m, m] = last
+            # later phases: (c, b] first, then (k, c] from Ra; only c > k counts, so rows go in
+            # blocks that each skip the columns left of their first row
+            for r0, r1 in _blocks(m):
+                block = np.add(Ra[r0:r1, r0 + 1:m], phase[None, r0 + 1:m], out=None if buf is None else buf[:r1 - r0, :m - r0 - 1])
+                np.minimum(Ra[r0:r1, m], block.min(axis=1), out=Ra[r0:r1, m])
             if a > 0:                              # x_a as a new slot for starts a - 1 and below
                 S = g.shifted(Ra[:m, m], A[a]) + F[a]
                 keep_best[a:b] += np.where(lv >= g.T[a - 1, a + 1] + gb, 0, INF).astype(dt)
@@ -259,6 +261,16 @@ def _exact_search(g: _Grid, runs=True):
     if not np.isfinite(R[0][0, L, n - 1]):
         raise ScheduleError("budget planner: no schedule fits this budget")  # pragma: no cover (checked before)
     return _exact_actions(g, R, runs)
+
+
+def _blocks(m):
+    """Row blocks [r0, r1) of an m-row upper triangle: four blocks once it is worth the calls."""
+    if m < 2:
+        return ()
+    if m < 24:
+        return ((0, m - 1),)
+    cuts = [0, m // 4, m // 2, (3 * m) // 4, m - 1]
+    return tuple(zip(cuts, cuts[1:]))
 
 
 def _exact_actions(g, R, runs):
