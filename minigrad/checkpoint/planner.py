@@ -50,6 +50,8 @@ from .schedules import Action, Schedule, Strategy, _check_L, _table, _tidy
 EXACT_BYTES = 96_000_000      # the exact search runs when its tables fit here; else the nested one
 MAX_LEVELS = 1024             # more levels than this: a coarser grid
 MAX_GRID = 8 * 2**20          # the most grid steps the knapsack over sizes looks at
+NESTED_BYTES = 400_000_000    # the nested search coarsens its levels to keep its tables within this
+RECHECK_LAYERS = 200          # on a coarsened grid, classic schedules are rechecked in exact bytes up to this L
 
 
 # --------------------------------------------------------------------------- the grid
@@ -341,27 +343,38 @@ def _nested_search(g: _Grid, runs=True):
     """
     L, n, A, F, dt, lv = g.L, g.n, g.A, g.F, g.dtype, g.lv
     INF = np.inf
-    C = np.full((L + 1, L + 1, n), INF, dt)        # C[a, b]; C[a, a] = 0
-    C[np.arange(L + 1), np.arange(L + 1)] = 0
-    An = np.asarray(A)
-    down = np.stack([g.down(int(w)) for w in An])  # per m: index of level - A[m]
+    # C[level, a, b]: levels outermost, so the running minimum over m or c runs along contiguous memory
+    C = np.full((n, L + 1, L + 1), INF, dt)
+    C[:, np.arange(L + 1), np.arange(L + 1)] = 0
     Fv = np.asarray(F, dtype=dt)
+    S = np.full((n, L + 1), INF, dt)               # S[:, m] = F[m] + C[m, b] at level - A[m]: the slot x_m
     for b in range(1, L + 1):
         gb = g.grad(b)
         for a in range(b - 1, -1, -1):
             best = np.full(n, INF, dt)
             if b - a > 1:
-                ms = np.arange(a + 1, b)
-                col = np.concatenate([C[ms, b], np.full((len(ms), 1), INF, dt)], axis=1)
-                shifted = np.take_along_axis(col, down[ms], axis=1)
-                ok = lv[None, :] >= (g.T[a, ms] + gb)[:, None]
-                cand = np.where(ok, shifted + C[a, ms] + (Fv[ms] - F[a])[:, None], INF)
-                best = cand.min(axis=0)
+                # slots m in (a, b): allowed where level >= T[a, m] + gb, and T[a, m] grows with m, so
+                # the allowed m are a prefix: a running minimum over m, read at each level's last m
+                last = np.searchsorted(g.T[a, a + 1:b] + gb, lv, side="right") - 1
+                ok = last >= 0
+                if ok.any():
+                    X = np.minimum.accumulate(S[:, a + 1:a + 2 + last.max()] + C[:, a, a + 1:a + 2 + last.max()],
+                                              axis=1)
+                    best[ok] = X[ok, last[ok]] - F[a]
             cs = np.arange(a, b) if runs else np.arange(b - 1, b)
-            ok = lv[None, :] >= g.run_need(a, cs, b, gb)[:, None]
-            cand = np.where(ok, C[a, cs] + dt(F[b] - F[a]), INF)
-            C[a, b] = np.minimum(best, cand.min(axis=0))
-    if not np.isfinite(C[0, L, n - 1]):
+            need = g.run_need(a, cs, b, gb)
+            fit = need <= lv[-1]                   # runs too big for any level never count
+            if fit.any():                          # runs: the same over their needs, sorted
+                cs, need = cs[fit], need[fit]
+                order = np.argsort(need, kind="stable")
+                last = np.searchsorted(need[order], lv, side="right") - 1
+                ok = last >= 0
+                X = np.minimum.accumulate(C[:, a, cs[order[:last.max() + 1]]], axis=1)
+                best[ok] = np.minimum(best[ok], X[ok, last[ok]] + (F[b] - F[a]))
+            C[:, a, b] = best
+            if a > 0:
+                S[:, a] = g.shifted(best, A[a]) + Fv[a]
+    if not np.isfinite(C[n - 1, 0, L]):
         raise ScheduleError("budget planner: no schedule fits this budget")  # pragma: no cover (checked before)
     t = _table(L)
     acts, todo = [], [(0, L, n - 1)]
@@ -373,17 +386,17 @@ def _nested_search(g: _Grid, runs=True):
         a, b, li = item
         if a == b:
             continue
-        target, gb, level = float(C[a, b, li]), g.grad(b), lv[li]
+        target, gb, level = float(C[li, a, b]), g.grad(b), lv[li]
         for m in range(a + 1, b):
             lm = g.down(A[m])[li]
             if lm >= n or g.T[a, m] + gb > level:
                 continue
-            if F[m] - F[a] + float(C[m, b, lm]) + float(C[a, m, li]) == target:
+            if F[m] - F[a] + float(C[lm, m, b]) + float(C[li, a, m]) == target:
                 todo += [(a, m, li), [t["drop"][m]], (m, b, lm), _advance_and_keep(t, a, m)]
                 break
         else:
             for c in (range(a, b) if runs else (b - 1,)):
-                if g.run_need(a, c, b, gb) <= level and F[b] - F[a] + float(C[a, c, li]) == target:
+                if g.run_need(a, c, b, gb) <= level and F[b] - F[a] + float(C[li, a, c]) == target:
                     todo += [(a, c, li), _sweep(t, a, c, b)]
                     break
             else:
@@ -417,24 +430,7 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
             f"budget of {requested:,} bytes is below the minimum this chain needs: {need:,} bytes "
             f"(about {need / big:.1f} units of the largest activation, {big:,} bytes). "
             "Raise the budget, or shrink the batch.")
-    values = [v for v in list(costs.sizes) + list(costs.extras[1:]) + list(costs.params[1:])
-              + list(costs.inner[1:]) + list(costs.back[1:]) if v]
-    q = _gcd(values)
-    binned = _binned(costs, q)
-    K = limit // q - binned[0][0]                     # x_0 sits in slot 0 for the whole step
-    levels = _levels(binned[0], K, max_levels) if K <= MAX_GRID else None
-    coarse = False
-    if levels is None:                                # too many levels: a coarser grid, sizes rounded up
-        qc = -(-limit // max_levels)
-        bc = _binned(costs, qc)
-        if limit // qc - bc[0][0] >= 0 and _minimum_bins(*bc) <= limit // qc:
-            coarse, q, binned, K = True, qc, bc, limit // qc - bc[0][0]
-            levels = np.arange(K + 1)
-        elif K <= MAX_GRID:                           # near the minimum: the exact grid, however many levels
-            levels = _levels(binned[0], K, K + 1)
-        else:
-            raise ScheduleError(f"budget planner: {requested:,} bytes on a {q}-byte grid is too fine to plan; "
-                                "round the sizes (e.g. a batch that is a multiple of 8) or raise the budget")
+    q, binned, levels, coarse = _grid_for(costs, limit, max_levels)
     grid = _Grid(*binned, costs.flops, levels)
     item = np.dtype(grid.dtype).itemsize
     exact_bytes = sum((L + 1 - a) ** 2 for a in range(L + 1)) * grid.n * item
@@ -442,14 +438,18 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
     if exact is None:
         exact = exact_bytes <= EXACT_BYTES
         why = "" if exact else f" (the exact search would need {exact_bytes / 1e6:,.0f} MB of tables)"
-    tables = exact_bytes if exact else (L + 1) ** 2 * grid.n * item
+    per_level = (L + 1) ** 2 * item
+    if not exact and per_level * grid.n > NESTED_BYTES:       # a long chain: fewer, coarser levels
+        q, binned, levels, coarse = _grid_for(costs, limit, max(8, NESTED_BYTES // per_level))
+        grid = _Grid(*binned, costs.flops, levels)
+    tables = exact_bytes if exact else (L + 1) ** 2 * grid.n * np.dtype(grid.dtype).itemsize
     acts = (_exact_search if exact else _nested_search)(grid, runs)
     del grid
     note = (f"{'exact' if exact else 'nested'} search on {len(levels)} levels of {q:,} bytes{why}, "
             f"{tables / 1e6:,.1f} MB of tables"
             + (f", {costs.workspace:,} bytes reserved for op temporaries" if costs.workspace else ""))
     best = Schedule("budget", L, _tidy(acts), costs=costs, budget=requested)
-    if coarse:
+    if coarse and L <= RECHECK_LAYERS:
         # sizes were rounded up, so a classic schedule that fits exactly may have been ruled out:
         # check every registered family in exact bytes and keep the cheapest that fits
         cost, rival_note = best.simulate().recompute_flops, ""
@@ -464,6 +464,27 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
     note += f"; planned in {time.perf_counter() - start:.2f} s"
     best.note = note
     return best
+
+
+def _grid_for(costs, limit, max_levels):
+    """(q, binned sizes, levels, coarse?): the exact grid and its reachable levels, or a coarser grid when
+    there would be more than ``max_levels`` of them (NOTE [ Levels ])."""
+    values = [v for v in list(costs.sizes) + list(costs.extras[1:]) + list(costs.params[1:])
+              + list(costs.inner[1:]) + list(costs.back[1:]) if v]
+    q = _gcd(values)
+    binned = _binned(costs, q)
+    K = limit // q - binned[0][0]                     # x_0 sits in slot 0 for the whole step
+    levels = _levels(binned[0], K, max_levels) if K <= MAX_GRID else None
+    if levels is not None:
+        return q, binned, levels, False
+    qc = -(-limit // max_levels)                      # too many levels: a coarser grid, sizes rounded up
+    bc = _binned(costs, qc)
+    if limit // qc - bc[0][0] >= 0 and _minimum_bins(*bc) <= limit // qc:
+        return qc, bc, np.arange(limit // qc - bc[0][0] + 1), True
+    if K <= MAX_GRID:                                 # near the minimum: the exact grid, however many levels
+        return q, binned, _levels(binned[0], K, K + 1), False
+    raise ScheduleError(f"budget planner: {limit:,} bytes on a {q}-byte grid is too fine to plan; "
+                        "round the sizes (e.g. a batch that is a multiple of 8) or raise the budget")
 
 
 def _families(L):
