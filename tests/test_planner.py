@@ -95,7 +95,7 @@ assert sim.peak_bytes + costs.workspace <= budget, (sim.peak_bytes, budget)
 print(sched.note.split()[0], sim.layer_forwards)
 """
     out = _python(code, 600)                       # a hang fails here instead of blocking the suite
-    assert out.split()[0] in ("exact", "nested") and int(out.split()[1]) >= 300
+    assert out.split()[0] in ("exact", "nested", "long-chain") and int(out.split()[1]) >= 300
 
 
 def test_revolve_on_8000_layers_has_the_binomial_count():
@@ -141,3 +141,22 @@ def test_a_registered_strategy_appears_in_compare_and_plan(toy_strategy, capsys)
     assert any(line.startswith("toy ") for line in compare.splitlines())
     assert any(line.startswith("toy") for line in planned.splitlines()[-8:])
     assert "toy" in S.make("toy", 6).summary()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_long_chain_search_fits_and_never_beats_the_exact_one(seed):
+    """Groups priced by upper bounds: the expanded plan fits the budget in the full model and costs
+    at least the exact optimum."""
+    rng = np.random.default_rng(seed)
+    L = 24
+    sizes = [int(v) for v in rng.integers(1, 4, L + 1)]
+    costs = ChainCosts(sizes, [0] + [int(v) for v in rng.integers(1, 9, L)],
+                       [0] + [int(v) for v in rng.integers(0, 3, L)], [0] + [int(v) for v in rng.integers(0, 2, L)],
+                       [0] + [int(v) for v in rng.integers(0, 3, L)], persist=bool(seed % 2))
+    grouped, _ = P._grouped(costs, 8)
+    for budget in (P.minimum_budget(grouped), P.minimum_budget(grouped) + 6):
+        long = P.budget(costs, budget, groups=8)
+        exact = P.budget(costs, budget, exact=True)
+        assert long.note.startswith("long-chain search: 8 groups")
+        assert long.simulate().peak_bytes <= budget
+        assert long.simulate().recompute_flops >= exact.simulate().recompute_flops

@@ -51,6 +51,7 @@ EXACT_BYTES = 96_000_000      # the exact search runs when its tables fit here; 
 MAX_LEVELS = 1024             # more levels than this: a coarser grid
 MAX_GRID = 8 * 2**20          # the most grid steps the knapsack over sizes looks at
 NESTED_BYTES = 400_000_000    # the nested search coarsens its levels to keep its tables within this
+LONG_LAYERS, GROUPS = 160, 128  # longer chains are planned as GROUPS runs of consecutive layers
 RECHECK_LAYERS = 200          # on a coarsened grid, classic schedules are rechecked in exact bytes up to this L
 
 
@@ -404,15 +405,62 @@ def _nested_search(g: _Grid, runs=True):
     return acts
 
 
+# --------------------------------------------------------------------------- the long-chain search
+
+
+def _grouped(c: ChainCosts, groups: int):
+    """The chain as ``groups`` runs of consecutive layers, each priced as one layer by upper bounds
+    (NOTE [ Long chains ]); returns (grouped costs, boundaries: group g is layers bounds[g-1]+1..bounds[g])."""
+    L = c.L
+    bounds = [round(g * L / groups) for g in range(groups + 1)]
+    A, E, I, B, P = c.sizes, c.extras, c.inner, c.back, c.params
+    sizes, flops, extras, params, inner, back = [A[0]], [0], [0], [0], [0], [0]
+    for i0, i1 in zip(bounds, bounds[1:]):
+        J = range(i0 + 1, i1 + 1)
+        sizes.append(A[i1])
+        flops.append(sum(c.flops[j] for j in J))
+        params.append(sum(P[j] for j in J))
+        # recording the group keeps every activation inside it and every extra
+        extras.append(sum(A[j] for j in range(i0 + 1, i1)) + sum(E[j] for j in J))
+        # a layer's forward inside the group: its input, output and transient, beyond x_i0 and x_i1
+        inner.append(max(0, max(max(I[j], A[j - 1] + A[j] + I[j] - A[i0] - A[i1]) for j in J)))
+        # reversing layer j of the group: g_j and what it allocates, and the parameter gradients of
+        # the group's layers already reversed (when they persist), beyond g_i1
+        worst, done = 0, 0
+        for j in reversed(J):
+            worst = max(worst, A[j] + B[j] + done)
+            done += P[j] if c.persist else 0
+        back.append(max(0, worst - A[i1]))
+    return ChainCosts(sizes, flops, extras, params, inner, back, c.workspace, c.persist), bounds
+
+
+def _expand(acts, bounds):
+    """A schedule over groups as one over layers: a group's advance, record or reverse is its layers'."""
+    t = _table(bounds[-1])
+    out = []
+    for a in acts:
+        k, g = a.kind, a.i
+        if k in ("advance", "record"):
+            out.extend(t[k][bounds[g - 1] + 1:bounds[g] + 1])
+        elif k == "reverse":
+            out.extend(t[k][bounds[g]:bounds[g - 1]:-1])
+        else:
+            out.append(t[k][bounds[g]])
+    return out
+
+
 # --------------------------------------------------------------------------- the planner
 
 
-def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_levels=MAX_LEVELS) -> Schedule:
+def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_levels=MAX_LEVELS,
+           groups=None) -> Schedule:
     """The schedule with the fewest forward FLOPs whose predicted peak, plus ``costs.workspace``, fits.
 
     ``exact=None`` runs the exact search when its tables fit in ``EXACT_BYTES``,
     else the nested one (NOTE [ Exact search ], NOTE [ Long chains ]);
     ``runs=False`` records one layer at a time, the space Revolve searches.
+    Chains longer than ``LONG_LAYERS`` are planned as groups of consecutive
+    layers when the grouped chain fits (``groups=`` forces that many).
     The note says which search ran, on which grid, the bytes of its tables
     (the peak of planning, give or take a level vector) and the seconds it took. Raises
     ScheduleError stating the minimum feasible budget.
@@ -430,6 +478,21 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
             f"budget of {requested:,} bytes is below the minimum this chain needs: {need:,} bytes "
             f"(about {need / big:.1f} units of the largest activation, {big:,} bytes). "
             "Raise the budget, or shrink the batch.")
+    # the most layers per group whose grouped chain still fits the budget (shorter groups need less memory)
+    tries = (groups,) if groups else (GROUPS, 2 * GROUPS, 3 * GROUPS) if exact is None and L > LONG_LAYERS else ()
+    for groups in tries:
+        if groups >= L:
+            break
+        grouped, bounds = _grouped(costs, groups)
+        if minimum_budget(grouped) <= requested:
+            inner = budget(grouped, requested, runs, exact, max_levels)
+            best = Schedule("budget", L, _tidy(_expand(inner.actions, bounds)), costs=costs, budget=requested)
+            if best.simulate().peak_bytes > limit:                      # pragma: no cover (bounds hold)
+                raise AssertionError("budget planner: a grouped plan exceeded its budget")
+            best.note = (f"long-chain search: {groups} groups of about {L / groups:.1f} layers, each priced as "
+                         f"one layer by upper bounds; {inner.note.split('; planned in')[0]}"
+                         f"; planned in {time.perf_counter() - start:.2f} s")
+            return best
     q, binned, levels, coarse = _grid_for(costs, limit, max_levels)
     grid = _Grid(*binned, costs.flops, levels)
     item = np.dtype(grid.dtype).itemsize
