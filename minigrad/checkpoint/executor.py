@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 
-from .. import autograd, profiler
+from .. import autograd
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad
 from ..errors import CheckpointError, ScheduleError

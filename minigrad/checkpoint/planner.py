@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import ScheduleError
 from . import schedules
 from .costs import ChainCosts
-from .schedules import Action, Schedule, Strategy, _check_L, _table, _tidy
+from .schedules import Schedule, Strategy, _check_L, _table, _tidy
 
 EXACT_BYTES = 96_000_000      # the exact search runs when its tables fit here; else the nested one
 MAX_LEVELS = 1024             # more levels than this: a coarser grid
@@ -222,9 +222,8 @@ def _exact_search(g: _Grid, runs=True):
     L, n, A, F, dt = g.L, g.n, g.A, g.F, g.dtype
     lv = g.lv
     INF = np.inf
-    # R[a][k - a, b - a, level]; entries with b <= k stay inf, so sums over them never win
-    R = [np.full((L + 1 - a, L + 1 - a, n), INF, dt) for a in range(L + 1)]
-    buf = np.empty((L, L, n), dt) if L * L * n * np.dtype(dt).itemsize <= 16 * 2**20 else None
+    R = _exact_tables(L, n, dt)
+    tri = np.where(np.arange(L)[:, None] > np.arange(L)[None, :], INF, 0).astype(dt)[:, :, None]
     keep_best = np.full((L + 1, n), INF, dt)       # per k: the best new slot p for the phase (k, b], F[p] added
     rel_best = np.full((L + 1, n), INF, dt)
     for b in range(1, L + 1):
@@ -252,8 +251,13 @@ def _exact_search(g: _Grid, runs=True):
             # later phases: (c, b] first, then (k, c] from Ra; only c > k counts, so rows go in
             # blocks that each skip the columns left of their first row
             for r0, r1 in _blocks(m):
-                block = np.add(Ra[r0:r1, r0 + 1:m], phase[None, r0 + 1:m], out=None if buf is None else buf[:r1 - r0, :m - r0 - 1])
-                np.minimum(Ra[r0:r1, m], block.min(axis=1), out=Ra[r0:r1, m])
+                h = r1 - r0
+                if r1 < m:                         # columns right of the block's rows: all c > k
+                    rect = (Ra[r0:r1, r1:m] + phase[None, r1:m]).min(axis=1)
+                    np.minimum(Ra[r0:r1, m], rect, out=Ra[r0:r1, m])
+                if h > 1:                          # the block's own columns: c > k only (tri masks the rest)
+                    diag = (Ra[r0:r1, r0 + 1:r1] + phase[None, r0 + 1:r1] + tri[:h, :h - 1]).min(axis=1)
+                    np.minimum(Ra[r0:r1, m], diag, out=Ra[r0:r1, m])
             if a > 0:                              # x_a as a new slot for starts a - 1 and below
                 S = g.shifted(Ra[:m, m], A[a]) + F[a]
                 keep_best[a:b] += np.where(lv >= g.T[a - 1, a + 1] + gb, 0, INF).astype(dt)
@@ -267,13 +271,31 @@ def _exact_search(g: _Grid, runs=True):
 
 
 def _blocks(m):
-    """Row blocks [r0, r1) of an m-row upper triangle: four blocks once it is worth the calls."""
+    """Row blocks [r0, r1) covering rows 0..m-2 of an upper triangle: more blocks as it grows, so little
+    of the lower triangle is touched (and what is, is masked)."""
     if m < 2:
         return ()
-    if m < 24:
-        return ((0, m - 1),)
-    cuts = [0, m // 4, m // 2, (3 * m) // 4, m - 1]
+    parts = 1 if m < 24 else 4 if m < 64 else 8
+    cuts = sorted({round(j * (m - 1) / parts) for j in range(parts + 1)})
     return tuple(zip(cuts, cuts[1:]))
+
+
+def _exact_tables(L, n, dt):
+    """R[a] for a = 0..L, an (L+1-a)-square of level vectors of which only k < b is used: R[a] takes the
+    upper triangle of one array and R[a+1], transposed, its lower one, so two tables share the memory."""
+    R = []
+    for a in range(0, L + 1, 2):
+        m = L + 1 - a
+        pair = np.full((m, m, n), np.inf, dt)
+        R.append(pair)
+        if a + 1 <= L:                            # R[a+1][k', b'] lives at pair[b' + 1, k']
+            R.append(pair.transpose(1, 0, 2)[:m - 1, 1:])
+    return R
+
+
+def exact_table_bytes(L, n, itemsize):
+    """What the exact search's tables take."""
+    return sum((L + 1 - a) ** 2 for a in range(0, L + 1, 2)) * n * itemsize
 
 
 def _exact_actions(g, R, runs):
@@ -496,7 +518,7 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
     q, binned, levels, coarse = _grid_for(costs, limit, max_levels)
     grid = _Grid(*binned, costs.flops, levels)
     item = np.dtype(grid.dtype).itemsize
-    exact_bytes = sum((L + 1 - a) ** 2 for a in range(L + 1)) * grid.n * item
+    exact_bytes = exact_table_bytes(L, grid.n, item)
     why = ""
     if exact is None:
         exact = exact_bytes <= EXACT_BYTES
