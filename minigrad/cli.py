@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 import minigrad as mg
-from minigrad.checkpoint import checkpoint_sequential, plan as make_plan
+from minigrad.checkpoint import checkpoint_sequential
 from minigrad.checkpoint import planner, schedules
 from minigrad.checkpoint.costs import measure_chain
 from minigrad.checkpoint.schedules import parse_bytes
@@ -372,7 +372,7 @@ def cmd_plan(args):
         print(f"reserved for NumPy temporaries inside ops (measured): {fmt_bytes(reserve)}")
     planned = None
     try:
-        planned = make_plan(blocks, x, "budget", budget=args.budget)
+        planned = schedules.make("budget", L, costs=costs, budget=args.budget)
     except ScheduleError as exc:
         print(f"budget: {exc}")
     if planned is not None:

@@ -20,20 +20,29 @@ run right to left: a phase reverses b..c+1 either as one run recorded from
 x_c, reached by advancing from x_a, or through a new slot x_p (a < p <= c)
 that serves exactly those layers (``R[p][c, b]``) and is then dropped; x_a may
 be dropped as soon as its last sweep leaves it. Columns b are built left to
-right, starts a right to left, and every k at once: one NumPy expression per
-(a, b) over a (k, c, level) block, so Python runs O(L^2) steps and NumPy does
+right, starts a right to left, and every k at once: a few NumPy expressions
+per (a, b) over a (k, c, level) block, so Python runs O(L^2) steps and NumPy
 the O(L^4 / 24 · levels) work. The best new slot p for each (c, b) is carried
-from a to a - 1 in O(1) vector steps. Tables: C(L+2, 3) level vectors, float32
-when every cost is an integer below 2**24 after dividing FLOPs by their gcd
-(then float32 is exact), else float64.
+from a to a - 1 in O(1) vector steps. Tables: about L^3 / 3 level vectors,
+R[a] in the upper triangle of an array and R[a+1], transposed, in its lower
+one; float32 when every cost is an integer below 2**24 after dividing FLOPs by
+their gcd (then float32 is exact), else float64. Why not fewer: the O(L^3)
+subproblems are needed (a slot may serve any span), and pruning levels or
+refining a coarse grid would give up exactness; what shrinks the work is
+asking only for reachable levels (NOTE [ Levels ]).
 
 NOTE [ Long chains ]
-The nested search keeps O(L^2) level vectors and does O(L^3) work, vectorised
-over the split point: every slot serves all layers to its right and stays
-until they are reversed (Revolve's and Beaumont et al.'s persistent
-schedules). It is optimal over that family and used when the exact tables
-would not fit in ``EXACT_BYTES``; its gap to the exact search is measured in
-``benchmarks/planner_scale.py``.
+The nested search keeps O(L^2) level vectors and does O(L^3) work: every slot
+serves all layers to its right and stays until they are reversed (Revolve's
+and Beaumont et al.'s persistent schedules). It is optimal over that family
+and runs when the exact tables would not fit in ``EXACT_BYTES``. Chains longer
+than ``LONG_LAYERS`` are first cut into groups of consecutive layers, each
+priced as one layer by upper bounds (recording a group keeps all its
+activations; reversing it, the worst of its layers), so any plan of the
+grouped chain, expanded, fits the budget in the full model; the least budget
+a grouped chain needs is higher, so groups get shorter as the budget gets
+tighter, and the whole chain is searched when none fits. The gaps to the
+exact search are measured in ``benchmarks/planner_scale.py``.
 """
 from __future__ import annotations
 
@@ -44,12 +53,11 @@ import numpy as np
 
 from ..errors import ScheduleError
 from . import schedules
-from .costs import ChainCosts
+from .costs import ChainCosts, _replay
 from .schedules import Schedule, Strategy, _check_L, _table, _tidy
 
 EXACT_BYTES = 96_000_000      # the exact search runs when its tables fit here; else the nested one
 MAX_LEVELS = 1024             # more levels than this: a coarser grid
-MAX_GRID = 8 * 2**20          # the most grid steps the knapsack over sizes looks at
 NESTED_BYTES = 400_000_000    # the nested search coarsens its levels to keep its tables within this
 LONG_LAYERS, GROUPS = 160, 128  # longer chains are planned as GROUPS runs of consecutive layers
 RECHECK_LAYERS = 200          # on a coarsened grid, classic schedules are rechecked in exact bytes up to this L
@@ -106,20 +114,18 @@ def _gcd(values):
 
 def _levels(A, K, cap):
     """The levels K - s for every s <= K that is a sum of activation sizes (NOTE [ Levels ]), ascending;
-    None when there are more than ``cap``."""
+    None when there are more than ``cap``. Grown as a set, so it costs what it finds, not K."""
     if K < 0:
         return None
-    reach = np.zeros(K + 1, dtype=bool)
-    reach[0] = True
-    for w in sorted({a for a in A[1:] if a > 0}):
-        step = w
-        while step <= K:                              # shifts by w, 2w, 4w, ...: every multiple of w
-            reach[step:] |= reach[:-step].copy()
-            step *= 2
-        if reach.sum() > cap:
+    sizes = sorted({a for a in A[1:] if a > 0})
+    sums, frontier = {0}, [0]
+    while frontier:
+        new = {s + w for s in frontier for w in sizes if s + w <= K} - sums
+        sums |= new
+        if len(sums) > cap:
             return None
-    sums = np.flatnonzero(reach)
-    return (K - sums)[::-1].copy()
+        frontier = list(new)
+    return K - np.array(sorted(sums, reverse=True), dtype=np.int64)
 
 
 class _Grid:
@@ -559,17 +565,14 @@ def _grid_for(costs, limit, max_levels):
     q = _gcd(values)
     binned = _binned(costs, q)
     K = limit // q - binned[0][0]                     # x_0 sits in slot 0 for the whole step
-    levels = _levels(binned[0], K, max_levels) if K <= MAX_GRID else None
+    levels = _levels(binned[0], K, max_levels)
     if levels is not None:
         return q, binned, levels, False
     qc = -(-limit // max_levels)                      # too many levels: a coarser grid, sizes rounded up
     bc = _binned(costs, qc)
     if limit // qc - bc[0][0] >= 0 and _minimum_bins(*bc) <= limit // qc:
         return qc, bc, np.arange(limit // qc - bc[0][0] + 1), True
-    if K <= MAX_GRID:                                 # near the minimum: the exact grid, however many levels
-        return q, binned, _levels(binned[0], K, K + 1), False
-    raise ScheduleError(f"budget planner: {limit:,} bytes on a {q}-byte grid is too fine to plan; "
-                        "round the sizes (e.g. a batch that is a multiple of 8) or raise the budget")
+    return q, binned, _levels(binned[0], K, math.inf), False   # near the minimum: the exact grid, however many
 
 
 def _families(L):
@@ -589,9 +592,9 @@ def fit(strategy: str, costs: ChainCosts, limit: int):
         return entry.fit(costs, limit)
     best = None
     for sched in schedules.family(strategy, costs.L):
-        sim = sched.simulate(costs)
-        if sim.peak_bytes + costs.workspace <= limit and (best is None or sim.recompute_flops < best[1]):
-            best = (sched, sim.recompute_flops)
+        _, peak, _, flops = _replay(sched.actions, costs.L, costs)      # bytes only: the units are not needed
+        if peak + costs.workspace <= limit and (best is None or flops < best[1]):
+            best = (sched, flops)
     return best[0].with_costs(costs) if best else None
 
 
@@ -605,7 +608,7 @@ def least(strategy: str, costs: ChainCosts) -> tuple:
     if entry.least is not None:
         return entry.least(costs), None
     sched = _least_member(strategy, costs.L)
-    return sched.simulate(costs).peak_bytes + costs.workspace, sched
+    return _replay(sched.actions, costs.L, costs)[1] + costs.workspace, sched
 
 
 _least_cache: dict = {}
