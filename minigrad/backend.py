@@ -83,6 +83,8 @@ def device(spec) -> Device:
     """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a Device into a Device, checking CUDA is usable."""
     if isinstance(spec, Device):
         return spec
+    if not (spec is None or isinstance(spec, str)):
+        raise DeviceError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {spec!r} ({type(spec).__name__})")
     found = _devices.get(spec)
     if found is not None:
         return found

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .errors import ArgumentError
 
 
 def spirals(n_per_class=100, classes=3, noise=0.2, seed=0, dtype=np.float32):
     """Interleaved spiral arms (CS231n's classic): X of shape (n·classes, 2), integer labels y."""
+    checks.integer(n_per_class, "spirals", "n_per_class")
+    checks.integer(classes, "spirals", "classes")
+    checks.real(noise, "spirals", "noise", 0.0)
+    checks.dtype(dtype, "spirals", floating=True)
     if n_per_class < 1 or classes < 2:
         raise ArgumentError(f"spirals: need n_per_class >= 1 and classes >= 2, got {n_per_class}, {classes}")
     rng = np.random.default_rng(seed)
@@ -24,6 +29,9 @@ def spirals(n_per_class=100, classes=3, noise=0.2, seed=0, dtype=np.float32):
 
 def moons(n_samples=200, noise=0.1, seed=0, dtype=np.float32):
     """Two interleaving half circles: X of shape (n_samples, 2), labels 0/1."""
+    checks.integer(n_samples, "moons", "n_samples")
+    checks.real(noise, "moons", "noise", 0.0)
+    checks.dtype(dtype, "moons", floating=True)
     if n_samples < 2:
         raise ArgumentError(f"moons: need n_samples >= 2, got {n_samples}")
     rng = np.random.default_rng(seed)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .autograd import no_grad
-from .errors import DTypeError, GradcheckError
+from .errors import ArgumentError, DTypeError, GradcheckError
 from .tensor import Tensor
 
 
@@ -46,6 +47,12 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4):
     are checked and must be float64; others (indices, masks) are passed through.
     Returns True when every entry agrees within ``atol + rtol·|numerical|``.
     """
+    if not callable(fn):
+        raise ArgumentError(f"gradcheck: fn must be a function of the inputs, got {type(fn).__name__}; "
+                            "call gradcheck(fn, *inputs)")
+    checks.real(eps, "gradcheck", "eps", 0.0, low_open=True)
+    checks.real(atol, "gradcheck", "atol", 0.0)
+    checks.real(rtol, "gradcheck", "rtol", 0.0)
     checked = []
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .autograd import Function
 from .backend import xp_of
-from .errors import ShapeError
+from .errors import ArgumentError, DTypeError, ShapeError
 
 # --------------------------------------------------------------------------- helpers
 
@@ -40,12 +40,16 @@ def _check_broadcast(op, a, b):
             "equal or 1). Reshape one operand, e.g. x.reshape(...) or add a length-1 axis.") from None
 
 
-def _norm_axis(axis, ndim, op="reduction"):
-    """``axis`` as a sorted tuple of non-negative ints (None means every axis)."""
-    if axis is None:
+def _norm_axis(axis, ndim, op="reduction", single=False):
+    """``axis`` as a sorted tuple of non-negative ints (None means every axis; ``single``: exactly one int)."""
+    if axis is None and not single:
         return tuple(range(ndim))
-    if isinstance(axis, (int, np.integer)):
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
         axis = (axis,)
+    elif single or not isinstance(axis, (tuple, list)) or not all(
+            isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
+        raise ShapeError(f"{op}: axis must be {'one integer' if single else 'an integer, a tuple of integers or None'}"
+                         f", got {axis!r}; pass e.g. axis=-1")
     out = []
     for a in axis:
         if not -ndim <= a < ndim:
@@ -56,6 +60,11 @@ def _norm_axis(axis, ndim, op="reduction"):
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: axis {tuple(axis)} names the same dimension twice; list each axis once")
     return tuple(sorted(out))
+
+
+def _check_keepdims(keepdims, op):
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise ArgumentError(f"{op}: keepdims must be True or False, got {keepdims!r}")
 
 
 def _expand_reduced(g, in_shape, axes, keepdims):
@@ -134,7 +143,11 @@ class Div(_Binary):
 class Pow(_Binary):
     def forward(self, a, b):
         _check_broadcast("pow (**)", a, b)
-        out = a ** b
+        try:
+            out = a ** b
+        except ValueError as exc:   # NumPy: "Integers to negative integer powers are not allowed."
+            raise DTypeError(f"pow (**): {exc} ({a.dtype} ** {b.dtype}); cast the base to a floating dtype "
+                             "first, e.g. x.astype(np.float32) ** -1") from None
         self.save_for_backward(a, b, out)
         return out
 
@@ -142,8 +155,10 @@ class Pow(_Binary):
         a, b, out = self.saved
         na, nb = self.needs_input_grad
         xp = xp_of(a)
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if na else None
-        gb = unbroadcast(g * out * xp.log(a), b.shape) if nb else None
+        # As PyTorch: d/da is 0 where b == 0 (x**0 at 0), d/db is 0 where a == 0 and b >= 0 (0**x);
+        # substituting the operand there keeps 0·inf = nan (and its warning) out of the product.
+        ga = unbroadcast(g * b * a ** xp.where(b == 0, 1, b - 1), a.shape) if na else None
+        gb = unbroadcast(g * out * xp.log(xp.where((a == 0) & (b >= 0), 1, a)), b.shape) if nb else None
         return ga, gb
 
 
@@ -250,6 +265,9 @@ class Linear(Function):
     """``x @ W.T + b`` in one node (PyTorch's layout: W is (out, in)); the bias is added in place."""
 
     def forward(self, x, w, b=None):
+        if w.ndim != 2 or x.ndim == 0:
+            raise ShapeError(f"linear: needs an input with at least one dimension and a 2-d weight "
+                             f"(out_features, in_features), got input {x.shape} and weight {w.shape}")
         if x.shape[-1] != w.shape[1]:
             raise ShapeError(
                 f"linear: input of shape {x.shape} has {x.shape[-1]} features but the weight of shape "
@@ -309,6 +327,9 @@ class _Unary(Function):
 
 class Neg(_Unary):
     def forward(self, a):
+        if a.dtype.kind == "b":
+            raise DTypeError("neg (-): a boolean tensor has no negation; use logical not, mg.where(x, 0, 1), "
+                             "or cast first with x.astype(np.float32)")
         return -a
 
     def backward(self, g):
@@ -470,6 +491,7 @@ class Dropout(_Unary):
 class Sum(Function):
     def forward(self, a, axis=None, keepdims=False):
         self.axes = _norm_axis(axis, a.ndim, type(self).__name__.lower())
+        _check_keepdims(keepdims, type(self).__name__.lower())
         self.keepdims, self.in_shape = keepdims, a.shape
         return xp_of(a).sum(a, axis=self.axes, keepdims=keepdims)
 
@@ -497,6 +519,7 @@ class Max(Function):
     def forward(self, a, axis=None, keepdims=False):
         xp = xp_of(a)
         axes = _norm_axis(axis, a.ndim, "max")
+        _check_keepdims(keepdims, "max")
         if a.size == 0:
             raise ShapeError(f"max of an empty tensor of shape {a.shape} has no value")
         out = xp.max(a, axis=axes, keepdims=True)
@@ -522,6 +545,10 @@ class Var(Function):
     def forward(self, a, axis=None, keepdims=False, ddof=0):
         xp = xp_of(a)
         axes = _norm_axis(axis, a.ndim, "var")
+        _check_keepdims(keepdims, "var")
+        if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
+            raise ArgumentError(f"var: ddof must be an integer (0 for the population variance, 1 for the unbiased "
+                             f"estimate), got {ddof!r}")
         n = math.prod(a.shape[i] for i in axes) if a.ndim else 1
         if n - ddof <= 0:
             raise ShapeError(f"var over {n} element(s) with ddof={ddof} divides by {n - ddof}: "
@@ -548,6 +575,9 @@ class Reshape(Function):
         self.in_shape = a.shape
         try:
             return a.reshape(shape)
+        except TypeError:
+            raise ShapeError(f"reshape: the new shape must be integers, got {shape!r}; write e.g. x.reshape(2, -1)"
+                             ) from None
         except ValueError:
             raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
                              f"into {tuple(shape)}; the number of elements must stay the same") from None
@@ -560,6 +590,8 @@ class Transpose(Function):
     def forward(self, a, axes=None):
         if axes is None:
             axes = tuple(reversed(range(a.ndim)))
+        if not all(isinstance(a_, (int, np.integer)) and not isinstance(a_, bool) for a_ in axes):
+            raise ShapeError(f"transpose: axes must be integers, got {tuple(axes)!r}; write e.g. x.transpose(1, 0)")
         if (len(axes) != a.ndim or any(not -a.ndim <= a_ < a.ndim for a_ in axes)
                 or sorted(a_ % a.ndim for a_ in axes) != list(range(a.ndim))):
             raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the "
@@ -589,7 +621,7 @@ class GetItem(Function):
         self.index, self.in_shape, self.in_dtype = index, a.shape, a.dtype
         try:
             return a[index]
-        except IndexError as exc:
+        except (IndexError, ValueError, TypeError) as exc:
             from .errors import IndexingError  # noqa: PLC0415
             raise IndexingError(f"getitem: index {index!r} does not fit a tensor of shape {a.shape}: {exc}") from None
 
@@ -646,7 +678,7 @@ class Stack(Function):
 class LogSoftmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
-        (axis,) = _norm_axis(axis, a.ndim, "log_softmax")
+        (axis,) = _norm_axis(axis, a.ndim, "log_softmax", single=True)
         shifted = a - xp.max(a, axis=axis, keepdims=True)
         out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
         self.save_for_backward(out)
@@ -665,7 +697,7 @@ class LogSoftmax(Function):
 class Softmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
-        (axis,) = _norm_axis(axis, a.ndim, "softmax")
+        (axis,) = _norm_axis(axis, a.ndim, "softmax", single=True)
         e = xp.exp(a - xp.max(a, axis=axis, keepdims=True))
         out = e / xp.sum(e, axis=axis, keepdims=True)
         self.save_for_backward(out)

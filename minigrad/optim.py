@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import math
+import warnings
 
-from . import profiler
-from .errors import ArgumentError, MinigradError
+from . import checks, profiler
+from .errors import ArgumentError, DTypeError, MinigradError
+from .tensor import Tensor
 
 
 class Optimizer:
     """Base class: holds the parameter list and per-parameter state."""
 
     def __init__(self, params, lr):
-        self.params = list(params)
+        self.params = _parameter_list(params, type(self).__name__)
         if not self.params:
             raise MinigradError(f"{type(self).__name__}: got an empty parameter list; pass model.parameters()")
-        if lr <= 0:
-            raise ArgumentError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        self.lr = lr
+        self.lr = checks.real(lr, type(self).__name__, "lr", 0.0, low_open=True)
         self.state: dict = {}   # id(param) -> dict of arrays
 
     def zero_grad(self):
@@ -38,6 +38,30 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _parameter_list(params, where):
+    """The parameters as a list, each once (in first-seen order): a parameter listed twice is stepped once."""
+    if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
+        raise ArgumentError(f"{where}: params must be an iterable of tensors, got {type(params).__name__}; "
+                            f"pass model.parameters() or a list such as [w, b]")
+    out, seen = [], set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise ArgumentError(f"{where}: params[{i}] is a {type(p).__name__}, not a Tensor; pass "
+                                "model.parameters() or a list of tensors")
+        if p.dtype.kind != "f":
+            raise DTypeError(f"{where}: params[{i}] has dtype {p.dtype}; only floating tensors can be optimized")
+        if not p.is_leaf:
+            raise ArgumentError(f"{where}: params[{i}] was computed by an op, not a leaf; an optimizer updates "
+                                "leaves (parameters, or tensors made with requires_grad=True)")
+        if id(p) in seen:
+            warnings.warn(f"{where}: params[{i}] is listed more than once; it is updated once per step",
+                          stacklevel=3)
+            continue
+        seen.add(id(p))
+        out.append(p)
+    return out
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum and weight decay (PyTorch's formulas).
 
@@ -47,8 +71,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ArgumentError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+        checks.real(momentum, "SGD", "momentum", 0.0)
+        checks.real(weight_decay, "SGD", "weight_decay", 0.0)
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def step(self):
@@ -75,8 +99,13 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ArgumentError(f"Adam: betas must lie in [0, 1), got {betas}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ArgumentError(f"Adam: betas must be a pair (beta1, beta2) in [0, 1), got {betas!r}; "
+                                "pass e.g. betas=(0.9, 0.999)")
+        for i, b in enumerate(betas):
+            checks.real(b, "Adam", f"betas[{i}]", 0.0, 1.0, high_open=True)
+        checks.real(eps, "Adam", "eps", 0.0)
+        checks.real(weight_decay, "Adam", "weight_decay", 0.0)
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
     def step(self):

@@ -29,6 +29,9 @@ checkpointing during backward).
 """
 from __future__ import annotations
 
+import json
+import threading
+import time as _time
 import weakref
 from contextlib import contextmanager
 from functools import partial
@@ -41,7 +44,16 @@ _live: dict = {}          # id(owner buffer) -> (weakref, nbytes)
 # host: NumPy buffers held by minigrad; dev: CuPy pool memory in use, seen through the allocator
 _state = {"bytes": 0, "count": 0, "dev_bytes": 0, "dev_count": 0}
 _active: list = []        # open Profile objects, innermost last
-_phase = ["forward"]      # a stack; the top is the phase FLOPs are booked to
+
+
+class _Phases(threading.local):
+    """Per thread (as the recompute mode is): one thread's backward does not book another's forward."""
+
+    def __init__(self):
+        self.stack = ["forward"]    # the top is the phase FLOPs are booked to
+
+
+_phases = _Phases()
 
 
 def _owner(a):
@@ -168,26 +180,32 @@ def _device_hook():
     return _device_memory[0]
 
 
+_PHASE_TRACKS = {"forward": 1, "backward": 2, "recompute": 3}   # trace-event thread ids
+
+
 def current_phase() -> str:
     """The phase FLOPs are booked to now: forward, backward or recompute."""
-    return _phase[-1]
+    return _phases.stack[-1]
 
 
 @contextmanager
 def phase(name: str):
     """Book FLOPs to ``name`` inside the block (used by backward and recompute)."""
-    _phase.append(name)
+    stack = _phases.stack
+    stack.append(name)
     try:
         yield
     finally:
-        _phase.pop()
+        stack.pop()
 
 
 def record_op(op_name: str, flops: int):
     """Called after each op runs (forward or backward): books FLOPs, extends timelines."""
-    ph = _phase[-1]
+    ph = _phases.stack[-1]
     total = _state["bytes"] + _state["dev_bytes"]
+    now = _time.perf_counter_ns() if _active else 0
     for prof in _active:
+        prof._stamps.append((now, prof.peak_bytes))      # see Note [Chrome trace]
         prof.flops[ph] += flops
         key = (ph, op_name)
         prof.op_flops[key] = prof.op_flops.get(key, 0) + flops
@@ -219,8 +237,11 @@ class Profile:
         self.flops = {"forward": 0, "backward": 0, "recompute": 0}
         self.op_flops: dict = {}          # (phase, op name) -> FLOPs
         self.timeline: list = []
+        self._stamps: list = []           # (time_ns, peak so far) beside each timeline row
+        self._t_start = self._t_end = None
 
     def __enter__(self):
+        self._stamps, self._t_start, self._t_end = [], _time.perf_counter_ns(), None
         self._hook = _device_hook()
         if self._hook is not None:
             self._hook.enter()
@@ -231,11 +252,44 @@ class Profile:
         return self
 
     def __exit__(self, *exc):
+        self._t_end = _time.perf_counter_ns()
         _active.remove(self)
         self.end_bytes, self.end_tensors = live_bytes(), live_tensors()
         if self._hook is not None:
             self._hook.exit()
         return False
+
+    def export_chrome_trace(self, path):
+        """Write the timeline as Chrome trace-event JSON: one slice per op on a track per phase,
+        and a ``live bytes`` counter whose highest sample is ``peak_bytes``. Returns ``path``."""
+        us = lambda ns: (ns - self._t_start) / 1000            # noqa: E731 (trace times are in µs)
+        end = self._t_end if self._t_end is not None else _time.perf_counter_ns()
+        events = [{"ph": "M", "pid": 1, "tid": 0, "name": "process_name", "args": {"name": "minigrad"}}]
+        events += [{"ph": "M", "pid": 1, "tid": tid, "name": "thread_name", "args": {"name": ph}}
+                   for ph, tid in _PHASE_TRACKS.items()]
+
+        def count(ts, value):
+            events.append({"ph": "C", "pid": 1, "tid": 0, "name": "live bytes", "ts": ts, "args": {"bytes": value}})
+
+        count(0.0, self.start_bytes)
+        high, before = self.start_bytes, self._t_start
+        for (ph, op, live), (t, peak) in zip(self.timeline, self._stamps):
+            start, dur = us(before), (t - before) / 1000
+            events.append({"ph": "X", "pid": 1, "tid": _PHASE_TRACKS.get(ph, 4), "name": op, "cat": ph,
+                           "ts": start, "dur": dur, "args": {"live_bytes": live}})
+            if peak > max(high, live):                         # the peak rose inside this slice
+                count(start + dur / 2, peak)
+            count(us(t), live)
+            high, before = max(high, peak, live), t
+        if self.peak_bytes > high:                             # after the last op, before the block ended
+            count((us(before) + us(end)) / 2, self.peak_bytes)
+        count(us(end), self.end_bytes if self._t_end is not None else live_bytes())
+        trace = {"traceEvents": events, "displayTimeUnit": "ms",
+                 "otherData": {"peak_bytes": self.peak_bytes, "start_bytes": self.start_bytes,
+                               "flops": dict(self.flops)}}
+        with open(path, "w") as f:
+            json.dump(trace, f)
+        return path
 
     @property
     def total_flops(self) -> int:
@@ -252,3 +306,16 @@ class Profile:
 def profile() -> Profile:
     """Measure a block: ``with mg.profile() as prof: ...`` then read ``prof.peak_bytes`` etc."""
     return Profile()
+
+
+# Note [Chrome trace]
+# -------------------
+# export_chrome_trace writes the timeline in the Chrome trace-event format (chrome://tracing,
+# https://ui.perfetto.dev). It needs two things a (phase, op, bytes) row does not hold: when
+# the row was written, and how high live bytes went *between* rows (an op's temporaries can
+# rise above both neighbours). Both are stamped beside each row, in ``Profile._stamps``:
+# ``(time_ns, peak_bytes so far)``. The running peak only grows, so where it grew between two
+# rows, the file carries one counter sample inside that op's slice at the new height; the
+# counter's maximum is then exactly ``peak_bytes``. Slices run from the previous row (or the
+# profile's start) to the op's row; the exact moment of a peak inside a slice is not recorded,
+# so its sample sits at the slice's midpoint.

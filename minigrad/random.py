@@ -7,9 +7,12 @@ checkpointing needs to replay dropout masks exactly during recompute.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .backend import CPU, Device, device as _device
+from .errors import ArgumentError
 
 _DEFAULT_SEED = 0
 
@@ -75,6 +78,9 @@ def generator(dev=CPU) -> Generator:
 
 def manual_seed(seed: int):
     """Seed every device's generator (present and future) with ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ArgumentError(f"manual_seed: seed must be a non-negative integer, got {seed!r}; pass e.g. "
+                            "manual_seed(0)")
     _seed[0] = int(seed)
     for gen in _generators.values():
         gen.manual_seed(seed)

@@ -5,10 +5,10 @@ import numbers
 
 import numpy as np
 
-from . import autograd, profiler
+from . import autograd, checks, ops, profiler
 from . import random as _random
 from .backend import CPU, device as _device, device_of, is_array, to_device
-from .errors import DeviceError, DTypeError, GraphError
+from .errors import ArgumentError, DeviceError, DTypeError, GraphError, ShapeError
 
 _default_dtype = [np.dtype(np.float32)]
 
@@ -20,11 +20,16 @@ def get_default_dtype() -> np.dtype:
 
 def set_default_dtype(dtype):
     """Set the default floating dtype: ``mg.set_default_dtype(np.float64)``."""
-    dt = np.dtype(dtype)
+    dt = checks.dtype(dtype, "set_default_dtype")
     if dt.kind != "f":
         raise DTypeError(f"set_default_dtype: the default dtype must be floating, got {dt}; "
                          "use np.float32 or np.float64")
     _default_dtype[0] = dt
+
+
+def _short(number):
+    text = repr(number)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _check_dtype(dt, where="tensor"):
@@ -74,9 +79,22 @@ class Tensor:
 
     @data.setter
     def data(self, value):
+        self._set_data(value)
+
+    def _set_data(self, value, device=None):
+        """The one path by which a tensor's array changes: counted by the profiler, versioned.
+
+        Assigning the array it already holds (``t.data += 1`` ends that way) means it was
+        written in place: arrays saved for backward from it are then out of date.
+        """
         if not is_array(value):
             value = np.asarray(value)
+        _check_dtype(value.dtype, "data")
+        if value is self._data:
+            autograd.bump_version(value)
         self._data = profiler.track(value)
+        if device is not None:
+            self._device = device
 
     shape = property(lambda self: self._data.shape, doc="Tuple of dimensions.")
     ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
@@ -89,7 +107,7 @@ class Tensor:
         return len(self._data)
 
     def __repr__(self):
-        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        body = np.array2string(to_device(self._data, CPU), precision=4, separator=", ", prefix="tensor(")
         extra = "" if self.dtype == get_default_dtype() else f", dtype={self.dtype}"
         extra += "" if self._device.type == "cpu" else f", device='{self._device}'"
         if self._node is not None:
@@ -99,15 +117,33 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def numpy(self):
-        """The data as a NumPy array (copied to the host if it lives on a GPU)."""
-        return to_device(self._data, CPU)
+        """The data as a NumPy array (copied to the host if it lives on a GPU; shared on the CPU)."""
+        out = to_device(self._data, CPU)
+        if out is self._data:
+            autograd.mark_exposed(out)       # writes into it must not go unseen by backward
+        return out
 
     def item(self):
         """The value of a one-element tensor as a Python number."""
         if self._data.size != 1:
             raise GraphError(f"item(): only one-element tensors convert to a Python number, this one has "
                              f"shape {self.shape}; index it or reduce it first (x.sum(), x[0])")
-        return self.numpy().reshape(()).item()
+        return to_device(self._data, CPU).reshape(()).item()
+
+    def _one(self, what):
+        if self._data.size != 1:
+            raise ShapeError(f"{what}: the value of a tensor of shape {self.shape} is ambiguous, only one-element "
+                             "tensors have one; reduce it first (x.sum() < 0.5, (x > 0).numpy().all())")
+        return self.item()
+
+    def __bool__(self):
+        return bool(self._one("bool()"))
+
+    def __float__(self):
+        return float(self._one("float()"))
+
+    def __int__(self):
+        return int(self._one("int()"))
 
     def to(self, device):
         """This tensor on ``device`` (itself if already there); the copy is a new leaf."""
@@ -143,7 +179,14 @@ class Tensor:
         else:
             # a copy: gradients can pass through ops unchanged into a leaf's .grad, which must not alias
             # an array the caller still holds
-            g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
+            if getattr(grad, "dtype", np.dtype(float)).kind == "c":
+                raise DTypeError(f"backward(): grad is complex ({grad.dtype}) but the output is {self.dtype}; "
+                                 "pass real numbers")
+            try:
+                g = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype, copy=True)
+            except (TypeError, ValueError) as exc:
+                raise DTypeError(f"backward(): grad must be numbers of the output's shape {self.shape}, got "
+                                 f"{type(grad).__name__} ({exc}); pass a Tensor or an array") from None
             if g.shape != self.shape:
                 raise GraphError(f"backward(): grad has shape {g.shape} but the output has shape {self.shape}")
         if self._node is None:  # a leaf: d(self)/d(self) is the identity, there is no tape to walk
@@ -167,7 +210,11 @@ class Tensor:
         if isinstance(other, numbers.Number):
             dt = self.dtype if self.dtype.kind == "f" else get_default_dtype() if isinstance(other, float) else None
             # full() fills on the device itself: no host-to-device copy for a constant
-            return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
+            try:
+                return Tensor._make(self._device.xp.full((), other, dtype=dt), self._device, False, None, 0)
+            except OverflowError:
+                raise DTypeError(f"{op}: the number {_short(other)} does not fit a {dt or 'int64'} operand; use a "
+                                 "smaller number, or cast the tensor first (x.astype(np.float64))") from None
         return tensor(other, device=self._device)
 
     def _pair(self, o, op):
@@ -206,7 +253,15 @@ class Tensor:
     # comparisons give boolean tensors without gradient
     def _compare(self, o, fn):
         o = o.data if isinstance(o, Tensor) else o
-        return Tensor._make(fn(self._data, o), self._device, False, None, 0)
+        try:
+            out = fn(self._data, o)
+        except (TypeError, ValueError, OverflowError) as exc:
+            other = getattr(o, "shape", type(o).__name__)
+            error = ShapeError if isinstance(exc, ValueError) else DTypeError   # shapes, or what it holds
+            raise error(f"comparison: cannot compare a tensor of shape {self.shape} and dtype {self.dtype} "
+                        f"with {other!r} ({exc}); compare with a number or a tensor whose shape "
+                        "broadcasts") from None
+        return Tensor._make(out, self._device, False, None, 0)
 
     def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
     def __le__(self, o): return self._compare(o, lambda a, b: a <= b)
@@ -227,8 +282,21 @@ class Tensor:
     __abs__ = abs
 
     def clip(self, min=None, max=None):
-        """Clamp to [min, max]; either bound may be None."""
-        return ops.Clip.apply(self, lo=min, hi=max)
+        """Clamp to [min, max]; either bound may be None (not both), a number or a tensor."""
+        if min is None and max is None:
+            raise ArgumentError("clip: min and max are both None, so nothing would be clipped; pass at least one")
+        for b in (min, max):
+            if isinstance(b, Tensor) and b._device != self._device:
+                raise DeviceError(f"clip: a bound is on {b._device} but the tensor is on {self._device}; move it "
+                                  f"with .to('{self._device}')")
+        lo, hi = (b.data if isinstance(b, Tensor) else b for b in (min, max))
+        for name, b in (("min", lo), ("max", hi)):
+            if not (b is None or isinstance(b, numbers.Real) or (is_array(b) and b.dtype.kind in "biuf")):
+                raise ArgumentError(f"clip: {name} must be a number, a tensor or None, got {b!r}")
+            if isinstance(b, int) and not -2**63 <= b < 2**63:
+                raise ArgumentError(f"clip: {name}={_short(b)} is beyond any tensor's range; use float('inf') or "
+                                    "leave it None")
+        return ops.Clip.apply(self, lo=lo, hi=hi)
 
     def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
@@ -240,6 +308,10 @@ class Tensor:
 
     def argmax(self, axis=None):
         """Indices of the maxima (an integer tensor, no gradient)."""
+        if axis is not None:
+            (axis,) = ops._norm_axis(axis, self.ndim, "argmax", single=True)
+        if self._data.size == 0:
+            raise ShapeError(f"argmax of an empty tensor of shape {self.shape} has no value")
         return Tensor._make(self._device.xp.argmax(self._data, axis=axis), self._device, False, None, 0)
 
     def reshape(self, *shape):
@@ -259,7 +331,7 @@ class Tensor:
 
     def astype(self, dtype):
         """A copy with another dtype (no gradient flows through the cast)."""
-        return tensor(self._data.astype(dtype), device=self._device)
+        return tensor(self._data.astype(checks.dtype(dtype, "astype")), device=self._device)
 
 
 # --------------------------------------------------------------------------- factories
@@ -282,7 +354,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
         if dtype is None and arr.dtype.kind in "iuf":
             arr = arr.astype(get_default_dtype())
     if dtype is not None:
-        dt = np.dtype(dtype)
+        dt = checks.dtype(dtype, "tensor")
         _check_dtype(dt)
         arr = arr.astype(dt, copy=False)
     if dev is not None:
@@ -293,37 +365,36 @@ def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
     return Tensor._make(arr, dev, bool(requires_grad), None, 0)
 
 
-def _factory_dtype(dtype):
-    return np.dtype(dtype) if dtype is not None else get_default_dtype()
-
-
-def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+def _factory_dtype(dtype, where, floating=False):
+    why = "it draws real-valued samples; cast afterwards for integers" if floating else ""
+    return checks.dtype(dtype, where, floating=floating, why=why) if dtype is not None else get_default_dtype()
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of zeros: ``mg.zeros(2, 3)`` or ``mg.zeros((2, 3))``."""
     dev = _device(device)
-    return tensor(dev.xp.zeros(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+    return tensor(dev.xp.zeros(checks.shape(shape, "zeros"), dtype=_factory_dtype(dtype, "zeros")),
+                  requires_grad=requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of ones."""
     dev = _device(device)
-    return tensor(dev.xp.ones(_shape(shape), dtype=_factory_dtype(dtype)), requires_grad=requires_grad)
+    return tensor(dev.xp.ones(checks.shape(shape, "ones"), dtype=_factory_dtype(dtype, "ones")),
+                  requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the device's generator (see ``mg.manual_seed``)."""
     dev = _device(device)
-    arr = _random.generator(dev).normal(_shape(shape), _factory_dtype(dtype))
+    arr = _random.generator(dev).normal(checks.shape(shape, "randn"), _factory_dtype(dtype, "randn", True))
     return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the device's generator."""
     dev = _device(device)
-    arr = _random.generator(dev).uniform(_shape(shape), _factory_dtype(dtype))
+    arr = _random.generator(dev).uniform(checks.shape(shape, "rand"), _factory_dtype(dtype, "rand", True))
     return Tensor._make(arr, dev, _grad_flag(requires_grad, arr), None, 0)
 
 
@@ -334,6 +405,9 @@ def _grad_flag(flag, arr):
 
 
 def _as_tensors(tensors, op):
+    if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
+        raise ArgumentError(f"{op}: expects a list of tensors, got {type(tensors).__name__}; write "
+                            f"mg.{op}([a, b])")
     ts = [t if isinstance(t, Tensor) else tensor(t) for t in tensors]
     if not ts:
         raise GraphError(f"{op}: needs at least one tensor")
@@ -345,11 +419,13 @@ def _as_tensors(tensors, op):
 
 def concatenate(tensors, axis=0) -> Tensor:
     """Join tensors along an existing axis."""
+    checks.integer(axis, "concatenate", "axis")
     return ops.Concatenate.apply(*_as_tensors(tensors, "concatenate"), axis=axis)
 
 
 def stack(tensors, axis=0) -> Tensor:
     """Join same-shaped tensors along a new axis."""
+    checks.integer(axis, "stack", "axis")
     return ops.Stack.apply(*_as_tensors(tensors, "stack"), axis=axis)
 
 
@@ -375,7 +451,7 @@ def _unary(name, op):
     return fn
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+autograd.use_tensor_class(Tensor)
 
 exp = _unary("exp", ops.Exp)
 log = _unary("log", ops.Log)

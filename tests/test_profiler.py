@@ -1,5 +1,6 @@
 """The profiler counts exactly: live buffers, bytes, FLOPs by phase; nothing leaks."""
 import gc
+import pathlib
 import tracemalloc
 import weakref
 
@@ -216,3 +217,45 @@ def test_unary_backward_on_zero_dimensional_tensors(dtype):
     s = 1 / (1 + np.exp(-0.5))
     assert np.isclose(x.grad.item(), 1 - np.tanh(0.5) ** 2 + s * (1 - s) + np.exp(0.5) + 1.0, rtol=1e-6)
     assert x.grad.dtype == dtype
+
+
+def _trace(prof, tmp_path):
+    import json
+    return json.loads(pathlib.Path(prof.export_chrome_trace(tmp_path / "step.json")).read_text())
+
+
+def test_chrome_trace_has_a_slice_per_op_and_its_counter_reaches_the_peak(tmp_path):
+    model = mg.nn.Sequential(mg.nn.Linear(8, 64), mg.nn.ReLU(), mg.nn.Linear(64, 3))
+    x = mg.tensor(np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32))
+    opt = mg.optim.Adam(model.parameters(), lr=1e-3)
+    with mg.profile() as prof:
+        big = mg.tensor(np.ones(4000))      # 32,000 bytes that live and die between two ops
+        del big
+        F.cross_entropy(model(x), mg.tensor(np.arange(32) % 3, dtype=np.int64)).backward()
+        opt.step()                          # Adam's state appears after the last op
+    assert max(b for _, _, b in prof.timeline) < prof.peak_bytes    # so the rows alone miss the peak
+    trace = _trace(prof, tmp_path)
+    events = trace["traceEvents"]
+    counter = [e for e in events if e["ph"] == "C"]
+    assert max(e["args"]["bytes"] for e in counter) == prof.peak_bytes
+    assert counter[0]["args"]["bytes"] == prof.start_bytes and counter[-1]["args"]["bytes"] == prof.end_bytes
+    assert [e["ts"] for e in counter] == sorted(e["ts"] for e in counter)
+    slices = [e for e in events if e["ph"] == "X"]
+    assert [(e["cat"], e["name"], e["args"]["live_bytes"]) for e in slices] == prof.timeline
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert all(tracks[e["tid"]] == e["cat"] for e in slices)
+    assert all(e["dur"] >= 0 for e in slices)
+    assert trace["otherData"]["peak_bytes"] == prof.peak_bytes
+
+
+def test_chrome_trace_puts_recompute_on_its_own_track(tmp_path):
+    from minigrad.checkpoint import checkpoint_sequential
+    layers = [mg.nn.Tanh() for _ in range(9)]
+    x = mg.tensor(np.ones((4, 16)), requires_grad=True)
+    with mg.profile() as prof:
+        checkpoint_sequential(layers, x, strategy="sqrt").sum().backward()
+    slices = [e for e in _trace(prof, tmp_path)["traceEvents"] if e["ph"] == "X"]
+    phases = [e["cat"] for e in slices]
+    assert phases.count("recompute") == sum(1 for ph, _, _ in prof.timeline if ph == "recompute") > 0
+    assert max(e["args"]["bytes"] for e in _trace(prof, tmp_path)["traceEvents"] if e["ph"] == "C") \
+        == prof.peak_bytes

@@ -204,16 +204,17 @@ def measure_chain(layers, x) -> ChainCosts:
     """
     from .. import autograd, profiler  # noqa: PLC0415  (costs.py itself stays free of the core)
     from .. import random as _random  # noqa: PLC0415
-    from ..autograd import enable_grad, no_grad  # noqa: PLC0415
+    from ..autograd import enable_grad, no_grad, recomputing  # noqa: PLC0415
     from ..tensor import Tensor  # noqa: PLC0415
-    from .function import recompute_context, rng_devices  # noqa: PLC0415
+    from .function import rng_devices  # noqa: PLC0415
 
     sizes, extras, flops, params, inner, back = [x.data.nbytes], [0], [0], [0], [0], [0]
     found, workspace = [], 0
     cur = x.data
     devs = rng_devices([x])
     state = _random.get_rng_state(devs)
-    with recompute_context(rng_state=state):
+    outside = autograd.tape_position()   # the caller's graph: never run, never freed here
+    with recomputing(rng_state=state):
         for layer in layers:
             leaf = Tensor._make(cur, x.device, True, None, 0)
             before = profiler.live_bytes()
@@ -231,7 +232,7 @@ def measure_chain(layers, x) -> ChainCosts:
             sizes.append(out.nbytes)
             extras.append(max(0, profiler.live_bytes() - before - out.nbytes))
             flops.append(prof.flops["recompute"])
-            used = [t for t in autograd.leaves(y) if t is not leaf]
+            used = [t for t in autograd.leaves(y, boundary=outside) if t is not leaf]
             found.append(used)
             back.append(0)
 
@@ -241,7 +242,7 @@ def measure_chain(layers, x) -> ChainCosts:
                 for t in used:
                     t.grad = None
                 with profiler.profile() as bprof:
-                    autograd.run_backward([(y, seed)])
+                    autograd.run_backward([(y, seed)], boundary=outside)
                 for t, g in kept:
                     t.grad = g
                 return bprof.peak_bytes - bprof.start_bytes

@@ -415,7 +415,11 @@ def parse_bytes(text) -> int:
     if isinstance(text, bool):
         raise ScheduleError(f"budget must be a number of bytes or a string like '64MB', got {text!r}")
     if isinstance(text, (int, float)):
-        value, unit = float(text), ""
+        try:
+            value, unit = float(text), ""
+        except OverflowError:   # an int beyond float's range: no machine has that many bytes anyway
+            raise ScheduleError(f"a budget of {len(str(text))} digits is beyond any memory; pass a byte count "
+                                "such as 2048 or a string like '64MB'") from None
     else:
         match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
         if match is None:
@@ -424,7 +428,7 @@ def parse_bytes(text) -> int:
     units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
     if unit not in units:
         raise ScheduleError(f"unknown unit {unit!r} in {text!r}; use B, kB, MB, GB, KiB, MiB or GiB")
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value * units[unit]) or value < 0:
         raise ScheduleError(f"a budget must be a non-negative number of bytes, got {text!r}")
     return int(value * units[unit])
 

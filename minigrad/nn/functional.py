@@ -1,7 +1,7 @@
 """Stateless layer functions: ``mg.nn.functional`` (imported as ``F``)."""
 from __future__ import annotations
 
-from .. import autograd, ops
+from .. import autograd, checks, ops
 from .. import random as _random
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..tensor import Tensor, tensor
@@ -42,8 +42,14 @@ def cross_entropy(logits, target, reduction="mean"):
 
 
 def mse_loss(pred, target, reduction="mean"):
-    """Mean (or sum) of squared differences."""
+    """Mean (or sum) of squared differences; pred and target must have the same shape."""
     pred = _t(pred)
+    shape = getattr(target, "shape", None)
+    if shape is not None and tuple(shape) != pred.shape:
+        # PyTorch only warns; broadcasting (N, 1) against (N,) gives an (N, N) loss that trains on nonsense
+        raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {tuple(shape)}; they would "
+                         "broadcast instead of pairing up elements. Reshape one to the other's shape, e.g. "
+                         "target.reshape(pred.shape)")
     d = pred - target
     sq = d * d
     if reduction == "mean":
@@ -60,8 +66,7 @@ def dropout(x, p=0.5, training=True):
 
     The mask comes from the device's generator, so checkpoint recompute replays it.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ArgumentError(f"dropout: p must lie in [0, 1], got {p}")
+    checks.real(p, "dropout", "p", 0.0, 1.0)
     x = _t(x)
     if not training or p == 0.0:
         return x
@@ -75,14 +80,22 @@ def dropout(x, p=0.5, training=True):
     return ops.Dropout.apply(x, mask=mask)
 
 
-def batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5):
-    """Batch normalisation over (N, C) or (N, C, L) inputs, with PyTorch's semantics.
+def batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.1, eps=1e-5, *,
+               num_batches_tracked=None):
+    """Batch normalisation over (N, C) or (N, C, L) inputs, with PyTorch's semantics (weight, bias may be None).
 
     In training it normalises with the batch statistics and updates the running
-    ones in place (unbiased variance) — except while checkpointing recomputes a
-    forward, so each real forward updates them exactly once.
+    ones in place (unbiased variance; ``num_batches_tracked``, if given, counts
+    the update) — except while checkpointing recomputes a forward, so each real
+    forward updates them exactly once. This is the one place that decides it.
     """
     x = _t(x)
+    if weight is None or bias is None:   # no affine transform, as in PyTorch
+        xp, c = x.device.xp, x.shape[1] if x.ndim > 1 else 0
+        weight = weight if weight is not None else Tensor._make(xp.ones(c, x.dtype), x.device, False, None, 0)
+        bias = bias if bias is not None else Tensor._make(xp.zeros(c, x.dtype), x.device, False, None, 0)
+    checks.real(momentum, "batch_norm", "momentum", 0.0, 1.0)
+    checks.real(eps, "batch_norm", "eps", 0.0)
     if x.ndim not in (2, 3) or x.shape[1] != weight.shape[0]:
         raise ShapeError(f"batch_norm: expects (N, C) or (N, C, L) input with C={weight.shape[0]}, got {x.shape}")
     if not training:
@@ -92,7 +105,11 @@ def batch_norm(x, running_mean, running_var, weight, bias, training=True, moment
         raise ShapeError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
     stats = []
     out = ops.BatchNorm.apply(x, weight, bias, eps=eps, stats=stats)
-    if running_mean is not None and not autograd.is_recomputing():
+    if autograd.is_recomputing():
+        return out
+    if num_batches_tracked is not None:
+        num_batches_tracked.data += 1
+    if running_mean is not None:
         mean, var = stats[0]
         unbiased = var * (n / (n - 1))
         running_mean.data *= 1 - momentum
@@ -113,7 +130,8 @@ def _eval_affine(x, running_mean, running_var, weight, bias, eps, shape):
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise each sample over its last dimensions ``normalized_shape``, then scale and shift."""
     x = _t(x)
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    shape = _normalized_shape(normalized_shape, "layer_norm")
+    checks.real(eps, "layer_norm", "eps", 0.0)
     xp = x.device.xp
     if weight is None:
         weight = Tensor._make(xp.ones(shape, x.dtype), x.device, False, None, 0)
@@ -122,9 +140,20 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return ops.LayerNorm.apply(x, weight, bias, eps=eps)
 
 
+def _normalized_shape(shape, where):
+    """``normalized_shape`` as a tuple of positive ints (one int means a 1-tuple)."""
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    for d in dims:
+        checks.integer(d, where, "normalized_shape", minimum=1)
+    return tuple(int(d) for d in dims)
+
+
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` as one node (weight is (out_features, in_features))."""
     x = _t(x)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if not isinstance(t, Tensor) and not (name == "bias" and t is None):
+            raise DTypeError(f"linear: {name} must be a Tensor, got {type(t).__name__}")
     if bias is None:
         return ops.Linear.apply(x, weight)
     return ops.Linear.apply(x, weight, bias)

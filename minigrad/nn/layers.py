@@ -5,17 +5,24 @@ import math
 
 import numpy as np
 
+from .. import checks
 from .. import random as _random
 from ..backend import device as _device
-from ..errors import ArgumentError, ShapeError
+from ..errors import ArgumentError, IndexingError, ShapeError
 from ..tensor import Tensor, get_default_dtype
 from . import functional as F
 from .module import Module, Parameter, _check_device
 
 
+def _param_dtype(dtype, where):
+    """A layer's parameter dtype: floating only, since parameters need gradients."""
+    why = "only floating tensors have gradients"
+    return checks.dtype(dtype, where, floating=True, why=why) if dtype is not None else get_default_dtype()
+
+
 def _uniform(shape, bound, dtype, device):
     dev = _device(device)
-    dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    dt = _param_dtype(dtype, "Linear")
     return Parameter(Tensor._make(_random.generator(dev).uniform(shape, dt, -bound, bound), dev, True, None, 0))
 
 
@@ -34,6 +41,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            checks.integer(n, "Linear", name)
         if in_features <= 0 or out_features <= 0:
             raise ShapeError(f"Linear: features must be positive, got in={in_features}, out={out_features}")
         self.in_features, self.out_features = in_features, out_features
@@ -75,6 +84,8 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ArgumentError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x):
@@ -86,9 +97,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ArgumentError(f"Dropout: p must lie in [0, 1], got {p}")
-        self.p = p
+        self.p = checks.real(p, "Dropout", "p", 0.0, 1.0)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
@@ -108,6 +117,13 @@ class BatchNorm1d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=None, device=None):
         super().__init__()
+        checks.integer(num_features, "BatchNorm1d", "num_features", minimum=1)
+        checks.real(eps, "BatchNorm1d", "eps", 0.0)
+        if momentum is None:   # PyTorch's cumulative average: not implemented here
+            raise ArgumentError("BatchNorm1d: momentum=None (a cumulative average of all batches) is not supported; "
+                                "pass a number in [0, 1] such as momentum=0.1")
+        checks.real(momentum, "BatchNorm1d", "momentum", 0.0, 1.0)
+        dtype = _param_dtype(dtype, "BatchNorm1d")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = _filled((num_features,), 1.0, dtype, device)
         self.bias = _filled((num_features,), 0.0, dtype, device)
@@ -118,12 +134,9 @@ class BatchNorm1d(Module):
         self.register_buffer("num_batches_tracked", _filled((), 0, np.int64, device, cls=None))
 
     def forward(self, x):
-        from .. import autograd  # noqa: PLC0415
         _check_device(self, x)
-        if self.training and not autograd.is_recomputing():
-            self.num_batches_tracked.data += 1
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, self.momentum, self.eps)
+                            self.training, self.momentum, self.eps, num_batches_tracked=self.num_batches_tracked)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -134,7 +147,9 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=None, device=None):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = F._normalized_shape(normalized_shape, "LayerNorm")
+        checks.real(eps, "LayerNorm", "eps", 0.0)
+        dtype = _param_dtype(dtype, "LayerNorm")
         self.normalized_shape, self.eps = shape, eps
         self.weight = _filled(shape, 1.0, dtype, device)
         self.bias = _filled(shape, 0.0, dtype, device)
@@ -149,13 +164,14 @@ class LayerNorm(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; indexable, sliceable and iterable (a chain for checkpointing)."""
+    """Modules applied in order; indexable, sliceable and iterable (a chain for checkpointing)."""
 
     def __init__(self, *layers):
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         for i, layer in enumerate(layers):
+            _check_module(layer, i)
             setattr(self, str(i), layer)
 
     def __len__(self):
@@ -166,10 +182,16 @@ class Sequential(Module):
 
     def __getitem__(self, i):
         layers = list(self._modules.values())
-        return Sequential(*layers[i]) if isinstance(i, slice) else layers[i]
+        if isinstance(i, slice):
+            return Sequential(*layers[i])
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -len(layers) <= i < len(layers):
+            raise IndexingError(f"Sequential: index {i!r} does not name one of its {len(layers)} layers; use an "
+                                f"integer in [{-len(layers)}, {len(layers) - 1}] or a slice")
+        return layers[i]
 
     def append(self, layer):
         """Add a layer at the end."""
+        _check_module(layer, len(self))
         setattr(self, str(len(self)), layer)
         return self
 
@@ -179,11 +201,21 @@ class Sequential(Module):
         return x
 
 
+def _check_module(layer, i):
+    if not isinstance(layer, Module):
+        raise ArgumentError(f"Sequential: layer {i} is of type {type(layer).__name__}, not a Module; wrap a function "
+                            "in a Module subclass whose forward calls it (its parameters would not be found "
+                            "otherwise)")
+
+
 class Residual(Module):
     """x + fn(x): a skip connection around a module."""
 
     def __init__(self, fn):
         super().__init__()
+        if not isinstance(fn, Module):
+            raise ArgumentError(f"Residual: fn must be a Module (its parameters are found through it), got "
+                                f"{type(fn).__name__}; wrap a function in a Module subclass")
         self.fn = fn
 
     def forward(self, x):
@@ -199,7 +231,7 @@ class SelfAttention(Module):
 
     def __init__(self, dim, dtype=None, device=None):
         super().__init__()
-        self.dim = dim
+        self.dim = checks.integer(dim, "SelfAttention", "dim", minimum=1)
         self.query = Linear(dim, dim, dtype=dtype, device=device)
         self.key = Linear(dim, dim, dtype=dtype, device=device)
         self.value = Linear(dim, dim, dtype=dtype, device=device)
@@ -222,7 +254,8 @@ class TransformerBlock(Module):
 
     def __init__(self, dim, hidden=None, dtype=None, device=None):
         super().__init__()
-        hidden = hidden or 4 * dim
+        checks.integer(dim, "TransformerBlock", "dim", minimum=1)
+        hidden = checks.integer(hidden, "TransformerBlock", "hidden", minimum=1) if hidden is not None else 4 * dim
         self.norm1 = LayerNorm(dim, dtype=dtype, device=device)
         self.attention = SelfAttention(dim, dtype=dtype, device=device)
         self.norm2 = LayerNorm(dim, dtype=dtype, device=device)

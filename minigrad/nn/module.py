@@ -5,8 +5,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend import device as _device, to_device
-from ..errors import DeviceError, ShapeError, StateDictError
+from ..backend import device as _device, is_array, to_device, xp_of
+from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, StateDictError
 from ..tensor import Tensor, tensor
 
 
@@ -17,6 +17,9 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         t = data if isinstance(data, Tensor) else tensor(data)
+        if requires_grad and t.dtype.kind != "f":
+            raise DTypeError(f"Parameter: only floating tensors can have gradients, this one is {t.dtype}; "
+                             "convert it (np.asarray(data, dtype=np.float32)) or pass requires_grad=False")
         self._data, self.grad, self.requires_grad = t.data, None, requires_grad
         self._node, self._idx, self._device = None, 0, t.device
 
@@ -59,6 +62,9 @@ class Module:
 
     def register_buffer(self, name, value):
         """Register state that is saved and moved with the module but is not a parameter."""
+        if not isinstance(name, str) or not (value is None or isinstance(value, Tensor)):
+            raise StateDictError(f"register_buffer: needs a name (str) and a Tensor or None, got {name!r} and "
+                                 f"{type(value).__name__}; wrap data with mg.tensor(...)")
         self._buffers[name] = value
 
     # --- traversal ----------------------------------------------------------------
@@ -111,6 +117,8 @@ class Module:
     # --- modes and state ----------------------------------------------------------
     def train(self, mode=True):
         """Training mode (dropout active, BatchNorm uses and updates batch statistics)."""
+        if not isinstance(mode, bool):
+            raise ArgumentError(f"train: mode must be True or False, got {mode!r}; use model.eval() for False")
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -128,11 +136,11 @@ class Module:
         """Move parameters and buffers to ``device`` in place (parameters keep their identity)."""
         dev = _device(device)
         for p in self.parameters():
-            p._data, p._device = to_device(p.data, dev), dev
+            p._set_data(to_device(p.data, dev), dev)
             if p.grad is not None:
                 p.grad = p.grad.to(dev)
         for b in self.buffers():
-            b._data, b._device = to_device(b.data, dev), dev
+            b._set_data(to_device(b.data, dev), dev)
         return self
 
     def state_dict(self):
@@ -145,7 +153,13 @@ class Module:
         return out
 
     def load_state_dict(self, state, strict=True):
-        """Copy arrays from ``state`` into parameters and buffers (shapes must match)."""
+        """Copy arrays (or tensors, lists, numbers) from ``state`` into parameters and buffers.
+
+        Shapes must match; a cast that would lose values (complex to real, 2.7 into an integer) is refused.
+        """
+        if not hasattr(state, "keys"):
+            raise StateDictError(f"load_state_dict: expects a dict of name -> array such as state_dict() returns, "
+                                 f"got {type(state).__name__}")
         own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -155,13 +169,11 @@ class Module:
         for name, t in own.items():
             if name not in state:
                 continue
-            value = state[name]
-            value = value.data if isinstance(value, Tensor) else value
+            value = _state_value(name, state[name], t.dtype)
             if tuple(value.shape) != t.shape:
                 raise ShapeError(f"load_state_dict: {name!r} has shape {t.shape} here but {tuple(value.shape)} "
                                  "in the state dict")
-            t._data = to_device(np.asarray(value) if isinstance(value, (list, tuple)) else value, t.device
-                                ).astype(t.dtype, copy=True)
+            t._set_data(to_device(value, t.device).astype(t.dtype, copy=True))
         return self
 
     # --- calling ------------------------------------------------------------------
@@ -182,7 +194,37 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
+def _state_value(name, value, dtype):
+    """A state-dict entry as an array, refusing data that would not survive the cast to ``dtype``."""
+    value = value.data if isinstance(value, Tensor) else value
+    if not is_array(value):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"load_state_dict: {name!r} cannot become an array ({exc}); pass an array, a "
+                             "tensor, a list of numbers or a number") from None
+    kind = value.dtype.kind
+    if kind not in "biufc":
+        raise DTypeError(f"load_state_dict: {name!r} holds {value.dtype} data, not numbers; pass an array, a "
+                         "tensor, a list of numbers or a number")
+    if kind == "c" and dtype.kind != "c":
+        lost = "the imaginary part"
+    elif kind == "f" and dtype.kind in "biu" and not bool(xp_of(value).isfinite(value).all()
+                                                          and (value == value.round()).all()):
+        lost = "the fractional part (or a nan or inf)"
+    else:
+        return value
+    raise DTypeError(f"load_state_dict: {name!r} is {dtype} here but the state dict holds {value.dtype} values; "
+                     f"casting would drop {lost}. Load values that fit, or convert them explicitly first")
+
+
 def _check_device(module, x):
+    if not isinstance(x, Tensor):
+        raise DTypeError(f"{type(module).__name__}: the input must be a Tensor, got {type(x).__name__}; "
+                         "wrap it with mg.tensor(...)")
+    if x._data.dtype.kind != "f":
+        raise DTypeError(f"{type(module).__name__}: the input has dtype {x.dtype} but the layer computes in floating "
+                         "point; cast it first, x.astype(np.float32)")
     for p in module._parameters.values():
         if p.device != x.device:
             raise DeviceError(f"{type(module).__name__}: input is on {x.device} but parameters are on {p.device}; "

@@ -1,0 +1,1 @@
+"""Reference solutions: the test suite runs the exercises' tests against these."""
