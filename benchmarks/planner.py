@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 import minigrad as mg  # noqa: E402
 from minigrad import profiler  # noqa: E402
 from minigrad.checkpoint import checkpoint, plan, run_schedule, save_linears, save_matmuls, save_nothing  # noqa: E402
+from minigrad.checkpoint import ChainCosts, measure_chain, planner as P  # noqa: E402
 from minigrad.checkpoint import schedules as S  # noqa: E402
-from minigrad.checkpoint.executor import measure_chain  # noqa: E402
 
 
 def hetero_chain(L=32, batch=256, seed=0):
@@ -66,8 +66,7 @@ def planner_table():
     costs = measure_chain(layers, x)
     sizes, flops, reserve = costs.sizes, costs.flops, costs.workspace
     L = len(layers)
-    lowest = S.minimum_budget(sizes, costs.extras, costs.params, persist=False, inner=costs.inner,
-                                back=costs.back) + reserve
+    lowest = P.minimum_budget(costs)
     step(layers, x, S.none(L))                    # parameter gradients exist from here on
     rivals = [(f"uniform:{k}", S.uniform(L, k)) for k in range(1, L + 1)] + [("recursive", S.recursive(L))] + \
              [(f"revolve:{s}", S.revolve(L, s)) for s in range(1, L + 1)]
@@ -92,8 +91,7 @@ def planner_table():
         tracemalloc.stop()
         fitting = [(n, s) for n, s in rival_sims if s.peak_bytes <= budget - reserve]
         best = min(fitting, key=lambda t: t[1].recompute_flops) if fitting else None
-        nested = S.budget(sizes, costs.extras, flops, budget, params=costs.params, persist=False, reserve=reserve,
-                          inner=costs.inner, back=costs.back, exact=False).simulate()
+        nested = P.budget(costs, budget, exact=False).simulate()
         rows.append([f"{budget / 1e6:.2f}", sched.note.split()[0], f"{(sim.peak_bytes + reserve) / 1e6:.2f}",
                      f"{measured / 1e6:.2f}", f"{traced / 1e6:.2f}", f"{sim.recompute_flops / 1e6:.1f}",
                      f"{nested.recompute_flops / 1e6:.1f}",
@@ -149,11 +147,11 @@ def searches_table(chains=340):
         inner = [0] + [int(v) for v in rng.integers(0, 3, L)]
         back = [0] + [sizes[i - 1] + int(rng.integers(0, 3)) for i in range(1, L + 1)]
         persist = bool(rng.integers(0, 2))
-        lo = S.minimum_budget(sizes, extras, params, persist, inner, back)
+        chain = ChainCosts(sizes, flops, extras, params, inner, back, persist=persist)
+        lo = P.minimum_budget(chain)
         for budget in (lo, lo + 2, lo + 4, lo + 7):
-            kw = dict(params=params, persist=persist, inner=inner, back=back)
-            exact = S.budget(sizes, extras, flops, budget, exact=True, **kw).simulate()
-            nested = S.budget(sizes, extras, flops, budget, exact=False, **kw).simulate()
+            exact = P.budget(chain, budget, exact=True).simulate()
+            nested = P.budget(chain, budget, exact=False).simulate()
             cases += 1
             total = sum(flops)
             if nested.recompute_flops > exact.recompute_flops:

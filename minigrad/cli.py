@@ -10,9 +10,9 @@ import time
 import numpy as np
 
 import minigrad as mg
-from minigrad.checkpoint import checkpoint_sequential, plan as make_plan
-from minigrad.checkpoint import schedules
-from minigrad.checkpoint.executor import ChainCosts, measure_chain
+from minigrad.checkpoint import checkpoint_sequential
+from minigrad.checkpoint import planner, schedules
+from minigrad.checkpoint.costs import measure_chain
 from minigrad.checkpoint.schedules import parse_bytes
 from minigrad.errors import MinigradError, ScheduleError
 from minigrad.nn import functional as F
@@ -320,10 +320,9 @@ def format_compare(rows, depth, width, batch, unit_bytes):
 
 
 def cmd_compare(args):
-    strategies = [("none", {}), ("sqrt", {}), ("recursive", {}),
-                  ("revolve", {"slots": args.slots or schedules.default_slots(args.depth)})]
-    if args.budget is not None:
-        strategies.append(("budget", {"budget": args.budget}))
+    given = {"slots": args.slots, "budget": args.budget}
+    strategies = [(name, e.cli(args.depth, given) if e.cli else {}) for name, e in schedules.REGISTRY.items()]
+    strategies = [(name, opts) for name, opts in strategies if opts is not None]
     rows, timelines = compare_rows(args.depth, args.width, args.batch, strategies, steps=args.steps)
     print(format_compare(rows, args.depth, args.width, args.batch, args.batch * args.width * 8))
     if args.plot:
@@ -355,62 +354,6 @@ def plot_compare(path, rows, timelines):
 
 
 # --------------------------------------------------------------------------- plan
-
-
-def _scaled(costs, scale):
-    """Measured costs at another batch size: activations, FLOPs and temporaries grow with it, parameters not."""
-    up = lambda v: [int(math.ceil(x * scale)) for x in v]  # noqa: E731
-    params = list(costs.params)
-    # reversing a layer allocates its input's gradient (grows) and its parameters' (does not)
-    back = [0] + [int(math.ceil((b - p) * scale)) + p for b, p in zip(costs.back[1:], params[1:])]
-    return ChainCosts(up(costs.sizes), up(costs.extras), up(costs.flops), params,
-                      int(math.ceil(costs.workspace * scale)), up(costs.inner), back)
-
-
-def _costed(sched, costs, scale=1.0):
-    """The schedule with the chain's measured costs, scaled to another batch, attached."""
-    return _scaled(costs, scale).price(sched)
-
-
-def _fit(strategy, L, costs, budget, scale, fast=False):
-    """(label, simulation) of a strategy's best schedule at a batch scale within the budget, or None."""
-    c = _scaled(costs, scale)
-    limit = budget - c.workspace
-    if limit <= 0:
-        return None
-    if strategy == "budget":
-        if fast:   # feasibility only: the planner fits exactly when its minimum does
-            ok = schedules.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner,
-                                          back=c.back) <= limit
-            return ("budget", None) if ok else None
-        try:
-            sched = schedules.budget(c.sizes, c.extras, c.flops, limit, params=c.params, persist=False,
-                                     max_bins=256, inner=c.inner, back=c.back)
-        except ScheduleError:
-            return None
-        return "budget", sched.simulate()
-    if strategy == "revolve":
-        found = None
-        for s in ([1] if fast else range(1, L + 1)):     # more slots: fewer forwards, more memory
-            sim = _costed(schedules.revolve(L, s), costs, scale).simulate()
-            if sim.peak_bytes > limit:
-                break
-            found = (f"revolve:{s}", sim)
-        return found
-    sim = _costed(schedules.make(strategy, L), costs, scale).simulate()
-    return (strategy, sim) if sim.peak_bytes <= limit else None
-
-
-def _largest_batch(strategy, L, costs, budget, batch):
-    """The largest batch whose step fits the budget under a strategy (binary search; memory grows with it)."""
-    fits = lambda b: _fit(strategy, L, costs, budget, b / batch, fast=True) is not None  # noqa: E731
-    lo, hi = 0, 1
-    while fits(hi) and hi < 1 << 24:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
 
 
 def cmd_plan_graph(args):
@@ -470,7 +413,7 @@ def cmd_plan(args):
         print(f"reserved for NumPy temporaries inside ops (measured): {fmt_bytes(reserve)}")
     planned = None
     try:
-        planned = make_plan(blocks, x, "budget", budget=args.budget)
+        planned = schedules.make("budget", L, costs=costs, budget=args.budget)
     except ScheduleError as exc:
         print(f"budget: {exc}")
     if planned is not None:
@@ -501,26 +444,24 @@ def cmd_plan(args):
     cols = ["strategy", "layer forwards", "recompute", "predicted peak", "fits", "largest batch",
             "time/sample there (pred.)"]
     rows = []
-    for name in ("none", "sqrt", "recursive", "revolve", "budget"):
-        if name == "budget":
-            found = ("budget", _costed(planned, costs).simulate()) if planned is not None else None
-        else:
-            found = _fit(name, L, costs, args.budget, 1.0)
+    for name in schedules.REGISTRY:
+        found = planned if name == "budget" else planner.fit(name, costs, args.budget)
         if found is None:          # show the least memory the strategy can do, marked as not fitting
-            smallest = schedules.make("revolve" if name in ("revolve", "budget") else name, L, slots=1)
-            label, sim = f"{name} (smallest)" if name in ("revolve", "budget") else name, \
-                _costed(smallest, costs).simulate()
+            least, smallest = planner.least(name, costs)
+            sim = smallest.simulate(costs) if smallest is not None else None
+            cells = [f"{name} (smallest)", str(sim.layer_forwards) if sim else "-",
+                     f"{100.0 * sim.recompute_flops / fwd:.0f}%" if sim else "-", fmt_bytes(least), "no"]
         else:
-            label, sim = found
-        big = _largest_batch(name, L, costs, args.budget, args.batch)
+            sim = found.simulate(costs)
+            cells = [schedules.label(found), str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",
+                     fmt_bytes(sim.peak_bytes + reserve), "yes"]
+        big = planner.largest_batch(name, costs, args.budget, args.batch)
         per_sample = "-"
-        if big:
-            there = _fit(name, L, costs, args.budget, big / args.batch)
-            work = (fwd + bwd) * big / args.batch + there[1].recompute_flops
-            per_sample = f"{work / rate / big * 1e6:.1f} us ({there[0]})"
-        rows.append([label, str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",
-                     fmt_bytes(sim.peak_bytes + reserve), "yes" if found is not None else "no", str(big),
-                     per_sample])
+        there = planner.fit(name, costs.scaled(big / args.batch), args.budget) if big else None
+        if there is not None:
+            work = (fwd + bwd) * big / args.batch + there.simulate().recompute_flops
+            per_sample = f"{work / rate / big * 1e6:.1f} us ({schedules.label(there)})"
+        rows.append(cells + [str(big), per_sample])
     widths = [max(len(r[c]) for r in [cols] + rows) for c in range(len(cols))]
     for r in [cols] + rows:
         print("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))))

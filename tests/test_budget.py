@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad.checkpoint import checkpoint_sequential, plan, run_schedule, schedules as S
-from minigrad.checkpoint.executor import measure_chain
+from minigrad.checkpoint import ChainCosts, checkpoint_sequential, measure_chain, plan, run_schedule
+from minigrad.checkpoint import planner as P, schedules as S
 from minigrad.errors import ScheduleError
 
 
@@ -106,9 +106,16 @@ def random_costs(rng, L):
                 persist=bool(rng.integers(0, 2)))
 
 
+def chain(sizes, extras, flops, params=None, inner=None, back=None, persist=True):
+    return ChainCosts(sizes, flops, extras, params, inner, back, persist=persist)
+
+
+def as_costs(c):
+    return chain(c["sizes"], c["extras"], c["flops"], c["params"], c["inner"], c["back"], c["persist"])
+
+
 def plan_costs(c, budget, **kw):
-    return S.budget(c["sizes"], c["extras"], c["flops"], budget, params=c["params"], persist=c["persist"],
-                    inner=c["inner"], back=c["back"], **kw)
+    return P.budget(as_costs(c), budget, **kw)
 
 
 def brute_costs(c, budget):
@@ -117,7 +124,7 @@ def brute_costs(c, budget):
 
 
 def minimum_costs(c):
-    return S.minimum_budget(c["sizes"], c["extras"], c["params"], c["persist"], c["inner"], c["back"])
+    return P.minimum_budget(as_costs(c))
 
 
 @pytest.mark.parametrize("seed", range(22))
@@ -142,8 +149,8 @@ def test_exact_search_beats_nested_spans_where_a_slot_serves_part_of_its_span():
     # are then recomputed from x_0 in one run, which the nested family cannot express
     sizes, extras, flops, params = [3, 1, 3, 2, 3, 2, 3], [0, 1, 0, 0, 2, 1, 1], [0, 9, 3, 9, 3, 2, 8], \
         [0, 0, 0, 0, 0, 1, 0]
-    exact = S.budget(sizes, extras, flops, 16, params=params, exact=True)
-    nested = S.budget(sizes, extras, flops, 16, params=params, exact=False)
+    exact = P.budget(chain(sizes, extras, flops, params), 16, exact=True)
+    nested = P.budget(chain(sizes, extras, flops, params), 16, exact=False)
     assert exact.simulate().recompute_flops + sum(flops) == brute_force_cost(sizes, extras, flops, params, 16) == 84
     assert nested.simulate().recompute_flops + sum(flops) == 105
     assert "from 3 3->4 drop 3 rec 5 rev 5" in exact.timeline()
@@ -155,22 +162,22 @@ def test_nested_search_is_optimal_over_its_family_by_exhaustive_search(seed):
     rng = np.random.default_rng(seed)
     L = int(rng.integers(2, 7))
     sizes, extras, flops, params = random_chain(rng, L)
-    lo = S.minimum_budget(sizes, extras, params)
+    lo = P.minimum_budget(chain(sizes, extras, flops, params))
     for budget in sorted({lo, lo + 1, lo + 3, lo + 6, lo + 12}):
-        sim = S.budget(sizes, extras, flops, budget, params=params, exact=False).simulate()
+        sim = P.budget(chain(sizes, extras, flops, params), budget, exact=False).simulate()
         assert sim.peak_bytes <= budget
         assert sim.recompute_flops == family_minimum(sizes, extras, flops, params, budget), (L, budget)
-        exact = S.budget(sizes, extras, flops, budget, params=params, exact=True).simulate()
+        exact = P.budget(chain(sizes, extras, flops, params), budget, exact=True).simulate()
         assert exact.peak_bytes <= budget and exact.recompute_flops <= sim.recompute_flops
 
 
 def test_long_chains_fall_back_to_the_nested_search():
-    L = 40
+    L = 60
     ones = [1] * (L + 1)
-    sched = S.budget(ones, [0] * (L + 1), [0] + [1] * L, 1000)
-    assert sched.note.startswith("nested search")          # C(42, 3) vectors of 1000 levels: too many
+    sched = P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), 1000)
+    assert sched.note.startswith("nested search")          # ~L^3/3 vectors of 1000 levels: too many
     assert sched.simulate().peak_bytes <= 1000
-    assert S.budget(ones, [0] * (L + 1), [0] + [1] * L, 12).note.startswith("exact search")
+    assert P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), 12).note.startswith("exact search")
 
 
 def nested_schedules(a, b):
@@ -200,8 +207,7 @@ def family_minimum(sizes, extras, flops, params, budget):
     L = len(sizes) - 1
     best = math.inf
     for acts in nested_schedules(0, L):
-        sim = S.Schedule("x", L, S._tidy(acts), layer_bytes=sizes, extra_bytes=extras, layer_flops=flops,
-                         param_bytes=params).simulate()
+        sim = S.Schedule("x", L, S._tidy(acts), costs=chain(sizes, extras, flops, params)).simulate()
         if sim.peak_bytes <= budget:
             best = min(best, sim.recompute_flops)
     return best
@@ -210,11 +216,11 @@ def family_minimum(sizes, extras, flops, params, budget):
 def test_minimum_budget_is_exact_and_stated():
     rng = np.random.default_rng(3)
     sizes, extras, flops, params = random_chain(rng, 6)
-    lo = S.minimum_budget(sizes, extras, params)
-    S.budget(sizes, extras, flops, lo, params=params)
+    lo = P.minimum_budget(chain(sizes, extras, flops, params))
+    P.budget(chain(sizes, extras, flops, params), lo)
     assert brute_force_cost(sizes, extras, flops, params, lo - 1) == math.inf
     with pytest.raises(ScheduleError, match=f"minimum this chain needs: {lo:,} bytes"):
-        S.budget(sizes, extras, flops, lo - 1, params=params)
+        P.budget(chain(sizes, extras, flops, params), lo - 1)
 
 
 @pytest.mark.parametrize("L", [3, 8, 20, 50])
@@ -225,10 +231,10 @@ def test_on_a_uniform_chain_the_planner_reproduces_revolve(L, s):
     which Revolve's model does not have, can only do better."""
     ones = [1] * (L + 1)
     units = s + 4 if s < L else S.revolve(L, s).simulate().peak_units
-    plain = S.budget(ones, [0] * (L + 1), [0] + [1] * L, units, runs=False).simulate()
+    plain = P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), units, runs=False).simulate()
     assert plain.layer_forwards == S.revolve_forwards(L, s)
     assert plain.peak_units <= units
-    full = S.budget(ones, [0] * (L + 1), [0] + [1] * L, units).simulate()
+    full = P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), units).simulate()
     assert full.layer_forwards <= S.revolve_forwards(L, s)
 
 
@@ -253,8 +259,7 @@ def test_planned_chain_runs_within_budget_and_beats_uniform_and_revolve():
     layers, x = _hetero_chain()
     costs = measure_chain(layers, x)
     sizes, reserve = costs.sizes, costs.workspace
-    lowest = S.minimum_budget(sizes, costs.extras, costs.params, persist=False, inner=costs.inner,
-                                back=costs.back) + reserve
+    lowest = P.minimum_budget(costs)
     _step(layers, x, S.none(len(layers)))          # every parameter gradient exists from here on
     for budget in (lowest, int(lowest * 1.2), int(lowest * 1.6), int(lowest * 2.5)):
         sched = plan(layers, x, "budget", budget=budget)
@@ -301,7 +306,7 @@ def test_budget_strategy_gradients_are_bit_identical():
         layer.zero_grad()
     x.grad = None
     c = measure_chain(layers, x)
-    minimum = S.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner, back=c.back) + c.workspace
+    minimum = P.minimum_budget(c)
     y = checkpoint_sequential(layers, x, strategy="budget", budget=minimum + 100_000)
     (y * y).sum().backward()
     got = [p.grad.numpy() for layer in layers for p in layer.parameters()] + [x.grad.numpy()]

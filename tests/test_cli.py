@@ -58,9 +58,9 @@ def test_plan_prints_the_plan_and_the_largest_batches(capsys):
     assert code == 0
     assert "budget(L=12, budget=200,000)" in out
     table = out[out.index("strategy"):].splitlines()
-    names = [line.split()[0] for line in table[1:6]]
+    names = [line.split()[0].split(":")[0] for line in table[1:6]]     # sqrt:k, revolve:s: the fitted option
     assert names[:3] == ["none", "sqrt", "recursive"]
-    batches = {line.split()[0]: int(re.search(r"\s(?:yes|no)\s+(\d+)", line).group(1)) for line in table[1:6]}
+    batches = {line.split()[0].split(":")[0]: int(re.search(r"\s(?:yes|no)\s+(\d+)", line).group(1)) for line in table[1:6]}
     # less memory per sample, a larger batch: none <= sqrt <= recursive <= revolve with one slot
     assert batches["none"] <= batches["sqrt"] <= batches["recursive"]
 

@@ -125,8 +125,7 @@ def test_budget_plans_fit_on_the_device_with_exact_gradients():
     # The planner measures the chain on the device (CuPy's allocator sees every temporary) and its
     # plans must fit there: activations, their gradients and temporaries, x_0 included; parameter
     # gradients exist already and are accumulated into in place.
-    from minigrad.checkpoint import schedules as S
-    from minigrad.checkpoint.executor import measure_chain
+    from minigrad.checkpoint import measure_chain, planner as P
     rng = np.random.default_rng(0)
     widths = [int(w) for w in rng.choice([256, 512, 1024], 12)]
     mg.manual_seed(0)
@@ -141,7 +140,7 @@ def test_budget_plans_fit_on_the_device_with_exact_gradients():
     del y
     ref = [p.grad.numpy().copy() for p in params] + [x.grad.numpy().copy()]
     c = measure_chain(layers, x)
-    lowest = S.minimum_budget(c.sizes, c.extras, c.params, persist=False, inner=c.inner, back=c.back) + c.workspace
+    lowest = P.minimum_budget(c)
     for frac in (1.0, 1.5, 2.5):
         budget = int(lowest * frac)
         sched = plan(layers, x, "budget", budget=budget)

@@ -53,9 +53,9 @@ def data(torch, n=16, d=6, seed=1):
 
 def budget_for(tb, chain, x, which):
     """A budget at the chain's minimum, or halfway between it and what no checkpointing needs."""
-    from minigrad.checkpoint.schedules import minimum_budget
+    from minigrad.checkpoint.planner import minimum_budget
     c = tb.measure(chain, x)
-    low = minimum_budget(c.sizes, c.extras, c.params, False, c.inner, c.back)
+    low = minimum_budget(c)
     high = tb.predict(tb.plan(chain, x, "none"), c).peak_bytes
     return low if which == "budget-min" else (low + high) // 2
 
@@ -206,9 +206,9 @@ def test_bad_input_raises_minigrad_errors(torch, tb):
                     [nn.Linear(6, 6).double(), nn.ReLU(inplace=True), nn.Linear(6, 6).double()]):  # advanced
         with pytest.raises(CheckpointError, match=r"layer 2 \(ReLU\) changed its input in place.*inplace=False"):
             tb.checkpoint_sequential(inplace, x.clone().requires_grad_(True), "revolve", slots=1)
-    from minigrad.checkpoint.schedules import minimum_budget
+    from minigrad.checkpoint.planner import minimum_budget
     c = tb.measure(chain, x)
-    low = minimum_budget(c.sizes, c.extras, c.params, False, c.inner, c.back)
+    low = minimum_budget(c)
     with pytest.raises(ScheduleError, match=rf"9 PyTorch layers.*budget of {low - 1:,} bytes is below the "
                                             rf"minimum this chain needs: {low:,} bytes"):
         tb.checkpoint_sequential(chain, x, "budget", budget=low - 1)

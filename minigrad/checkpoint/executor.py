@@ -9,7 +9,7 @@ and BatchNorm running statistics come out as if nothing were recomputed.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import weakref
 
 from .. import autograd, profiler
 from .. import random as _random
@@ -17,7 +17,9 @@ from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad
 from ..errors import CheckpointError, GraphError, ScheduleError
 from ..tensor import Tensor
 from .function import check_same_meta, check_same_modes, module_modes, rng_devices
+from . import planner as _planner  # noqa: F401  (registers the budget strategy)
 from . import schedules
+from .costs import ChainCosts, measure_chain  # noqa: F401  (re-exported: where they used to live)
 from .policies import PLAIN, Storage
 from .schedules import Schedule
 
@@ -221,142 +223,58 @@ def run_schedule(layers, x: Tensor, schedule: Schedule, store_dtype=None, offloa
     return node.record([x], [out_data], x.device)[0]
 
 
-class ChainCosts(NamedTuple):
-    """What the planner needs to know of a chain, measured by ``measure_chain`` (lists index 0..L)."""
-
-    sizes: list       # bytes of x_0..x_L
-    extras: list      # bytes layer i saves for backward beyond its input and output
-    flops: list       # forward FLOPs of layer i
-    params: list      # bytes of layer i's parameter gradients
-    workspace: int    # bytes NumPy allocates inside an op and frees before it returns (the most of any layer)
-    inner: list       # bytes layer i holds only while its forward runs (intermediate results)
-    back: list        # bytes reversing layer i allocates beyond the gradient it receives
-
-    def price(self, schedule: Schedule) -> Schedule:
-        """``schedule`` with these costs attached, so ``simulate()`` predicts bytes and FLOPs too.
-
-        Parameter gradients count as the budget planner counts them: only the one
-        being computed, since they are added into gradients that already exist.
-        """
-        return Schedule(schedule.strategy, schedule.L, schedule.actions, **schedule.params,
-                        layer_bytes=self.sizes, extra_bytes=self.extras, layer_flops=self.flops,
-                        param_bytes=self.params, persist=False, inner_bytes=self.inner, back_bytes=self.back)
-
-
-def measure_chain(layers, x: Tensor) -> ChainCosts:
-    """Run each layer once without recording and once recorded with a backward, measuring costs.
-
-    See ``ChainCosts``. The workspace is measured with tracemalloc on the CPU
-    when it is not already tracing (otherwise 0). Runs inside the recompute
-    context and restores every gradient it touches, so BatchNorm statistics,
-    random generators and ``.grad`` are left exactly as they were. A parameter
-    shared by several layers is counted at the last of them: backward reaches
-    it first.
-    """
-    import tracemalloc  # noqa: PLC0415
-
-    sizes, extras, flops, params, inner, back = [x.data.nbytes], [0], [0], [0], [0], [0]
-    found, workspace = [], 0
-    trace = x.device.type == "cpu" and not tracemalloc.is_tracing()
-    if trace:
-        tracemalloc.start()
-    cur = x.data
-    state = _random.get_rng_state(rng_devices([x]))
-    try:
-        outside = autograd.tape_position()  # the caller's graph: never run, never freed here
-        with recomputing(rng_state=state):
-            for layer in layers:
-                leaf = Tensor._make(cur, x.device, True, None, 0)
-                before = profiler.live_bytes()
-                _random.set_rng_state(state)
-                with profiler.profile() as fprof, no_grad():
-                    y = layer(leaf)
-                inner.append(max(0, fprof.peak_bytes - before - y.data.nbytes))
-                del y
-                _random.set_rng_state(state)
-                with profiler.profile() as prof, enable_grad():
-                    y = layer(leaf)
-                state = _random.get_rng_state(rng_devices([x]))
-                out = y.data
-                sizes.append(out.nbytes)
-                extras.append(max(0, profiler.live_bytes() - before - out.nbytes))
-                flops.append(prof.flops["recompute"])
-                used = [t for t in autograd.leaves(y, boundary=outside) if t is not leaf]
-                found.append(used)
-                back.append(0)
-                if y.requires_grad:
-                    kept = [(t, t.grad) for t in used]
-                    for t in used:
-                        t.grad = None      # measured as fresh gradients; the caller's are put back after
-                    seed = profiler.track(y.device.xp.ones(y.shape, y.dtype))
-                    if trace:
-                        tracemalloc.reset_peak()
-                        start = tracemalloc.get_traced_memory()[0]
-                    with profiler.profile() as bprof:
-                        autograd.run_backward([(y, seed)], boundary=outside)
-                    del seed
-                    back[-1] = bprof.peak_bytes - bprof.start_bytes
-                    if trace:
-                        traced = tracemalloc.get_traced_memory()[1] - start
-                        workspace = max(workspace, traced - back[-1])
-                    for t, g in kept:
-                        t.grad = g
-                del y, leaf
-                cur = out
-    finally:
-        if trace:
-            tracemalloc.stop()
-    params += [0] * len(found)
-    seen = set()
-    for i in range(len(found), 0, -1):
-        for t in found[i - 1]:
-            if id(t) not in seen:
-                seen.add(id(t))
-                params[i] += t.data.nbytes
-    return ChainCosts(sizes, extras, flops, params, workspace, inner, back)
-
-
-_plans: dict = {}
+_plans = weakref.WeakKeyDictionary()   # first layer -> {key: (weak refs to every layer, schedule)}
 
 
 def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None) -> Schedule:
     """The Schedule ``checkpoint_sequential`` would run (print it, or call ``.simulate()``).
 
-    ``layers`` may be just their number for every strategy but ``budget``:
-    ``plan(64, strategy="revolve", slots=4)``.
+    ``layers`` may be just their number for every strategy that needs no
+    measurements: ``plan(64, strategy="revolve", slots=4)``.
 
-    For ``strategy="budget"`` this measures the chain on ``x`` once (sizes, FLOPs)
-    and solves for the cheapest schedule within ``budget`` (bytes or a string
-    like "64MB"); the plan is cached for the same layers, input shape and budget.
-    The budget covers what checkpointing controls: the activations (the input
-    x_0 included), their gradients and the temporaries inside ops. Parameters,
-    their gradients and optimizer state are the same under every schedule and
-    are not part of it — only the gradient of the layer being reversed, while
-    it is computed before being added to the one that exists.
+    A measured strategy (``budget``) measures the chain on ``x`` once (sizes,
+    FLOPs; ``costs.measure_chain``) and solves for the cheapest schedule within
+    ``budget`` (bytes or a string like "64MB"). The plan is cached for the same
+    layer objects (held by weak reference, so a recycled id never matches),
+    training modes, input shape, dtype, device and budget. The budget covers
+    what checkpointing controls: the activations (the input x_0 included),
+    their gradients and the temporaries inside ops. Parameters, their gradients
+    and optimizer state are the same under every schedule and are not part of
+    it — only the gradient of the layer being reversed, while it is computed
+    before being added to the one that exists.
     """
+    entry = schedules.REGISTRY.get(strategy)
+    measured = entry is not None and entry.measured
     if isinstance(layers, int):       # a pure plan needs only the number of layers
-        if strategy == "budget":
-            raise ScheduleError("strategy='budget' measures the layers: pass the layers and an input x")
+        if measured:
+            raise ScheduleError(f"strategy={strategy!r} measures the layers: pass the layers and an input x")
         return schedules.make(strategy, layers, segments=segments, slots=slots)
     layers = list(layers)
     L = len(layers)
-    if strategy != "budget":
+    if not measured:
         return schedules.make(strategy, L, segments=segments, slots=slots)
     if budget is None:
-        raise ScheduleError("strategy='budget' needs budget= (bytes, or a string like '64MB')")
+        raise ScheduleError(f"strategy={strategy!r} needs budget= (bytes, or a string like '64MB')")
     if not isinstance(x, Tensor):
-        raise ScheduleError("strategy='budget' measures the layers on an input: pass x (a Tensor)")
+        raise ScheduleError(f"strategy={strategy!r} measures the layers on an input: pass x (a Tensor)")
     limit = schedules.parse_bytes(budget)
-    key = (tuple(id(layer) for layer in layers), tuple(getattr(layer, "training", None) for layer in layers),
-           x.shape, str(x.dtype), str(x.device), limit)
-    sched = _plans.get(key)
-    if sched is None:
-        c = measure_chain(layers, x)
-        sched = schedules.budget(c.sizes, c.extras, c.flops, limit, params=c.params, persist=False,
-                                 reserve=c.workspace, inner=c.inner, back=c.back)
-        if len(_plans) > 64:
-            _plans.clear()
-        _plans[key] = sched
+    key = (strategy, L, tuple(getattr(layer, "training", None) for layer in layers), x.shape, str(x.dtype),
+           str(x.device), limit)
+    try:
+        per_chain = _plans.setdefault(layers[0], {})
+    except TypeError:                  # a layer that cannot be weakly referenced: no caching
+        per_chain = {}
+    hit = per_chain.get(key)
+    if hit is not None and len(hit[0]) == L and all(r() is layer for r, layer in zip(hit[0], layers)):
+        return hit[1]
+    sched = schedules.make(strategy, L, costs=measure_chain(layers, x), budget=limit)
+    try:
+        refs = [weakref.ref(layer) for layer in layers]
+    except TypeError:
+        return sched
+    if len(per_chain) > 16:
+        per_chain.clear()
+    per_chain[key] = (refs, sched)
     return sched
 
 

@@ -1,15 +1,16 @@
 """The one place the bridge talks to minigrad's planners: strategy -> Schedule, costs -> prediction.
 
 Kept thin on purpose, so that the bridge follows minigrad's planning API
-(``schedules.make``, ``schedules.budget``, ``ChainCosts``, ``Schedule.simulate``)
+(the strategy registry's ``schedules.make``, ``ChainCosts``, ``Schedule.simulate``)
 through these few functions only.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..checkpoint import planner as _planner  # noqa: F401  (registers the budget strategy)
 from ..checkpoint import schedules
-from ..checkpoint.executor import ChainCosts
+from ..checkpoint.costs import ChainCosts
 from ..errors import ScheduleError
 
 OP = "minigrad.torch_bridge.checkpoint_sequential"
@@ -27,28 +28,22 @@ class Prediction(NamedTuple):
 
 def chain_costs(sizes, extras, flops, params) -> ChainCosts:
     """minigrad's cost type for a chain measured in PyTorch (no op workspace or forward-only transients)."""
-    L = len(sizes) - 1
-    return ChainCosts(list(sizes), list(extras), list(flops), list(params), 0, [0] * (L + 1), None)
+    return ChainCosts(sizes, flops, extras, params, persist=False)
 
 
 def make(L: int, strategy: str, costs: ChainCosts = None, segments=None, slots=None, budget=None):
     """The Schedule for ``strategy`` on a chain of ``L`` layers (``budget`` plans on measured ``costs``)."""
     where = f"{OP} on {L} PyTorch layers"
     try:
-        if strategy != "budget":
-            return schedules.make(strategy, L, segments=segments, slots=slots)
-        if budget is None:
-            raise ScheduleError("strategy='budget' needs budget= (bytes, or a string like '64MB')")
-        c = costs
-        where += f" (input {c.sizes[0]:,} bytes)"
-        return schedules.budget(c.sizes, c.extras, c.flops, schedules.parse_bytes(budget), params=c.params,
-                                persist=False, reserve=c.workspace, inner=c.inner, back=c.back)
+        if costs is not None:
+            where += f" (input {costs.sizes[0]:,} bytes)"
+        return schedules.make(strategy, L, costs=costs, segments=segments, slots=slots, budget=budget)
     except ScheduleError as exc:
         raise ScheduleError(f"{where}: {exc}") from None
 
 
 def saved_peak(schedule, costs: ChainCosts) -> int:
-    """Peak bytes held for backward: minigrad's memory model (``schedules._replay``) without gradients.
+    """Peak bytes held for backward: minigrad's memory model (``costs.simulate``) without gradients.
 
     Alive at any moment: the slots (x_0 included), the current activation, each
     recorded layer's input and output and the extra tensors it saved. That is
