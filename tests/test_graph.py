@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from minigrad.checkpoint import schedules as S
+from minigrad.checkpoint import planner
+from minigrad.checkpoint.costs import ChainCosts
 from minigrad.checkpoint.graph import O, X, Model
 from minigrad.checkpoint.graph_models import chain, synthetic
 from minigrad.checkpoint.graph_solve import METHODS, minimum_budget, plain_peak, solve
@@ -190,7 +191,8 @@ def test_chain_optimal_never_costs_more_than_the_chain_planner(depth):
     checked = 0
     for units in range(3, 2 * depth + 3):
         try:
-            sched = S.budget(sizes, [0] * (depth + 1), flops, units * out, inner=[0] + [out] * depth)
+            sched = planner.budget(ChainCosts(sizes, flops, extras=[0] * (depth + 1), inner=[0] + [out] * depth),
+                                   units * out)
         except ScheduleError:
             continue
         _, R = chain_plan_as_graph_plan(sched, depth)
