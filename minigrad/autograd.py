@@ -805,6 +805,11 @@ def tape(t, boundary=None) -> Tape:
 
     With ``boundary`` (a sequence number), nodes recorded before it are left out.
     """
+    if not isinstance(t, _Tensor):
+        raise GraphError(f"tape: expected a Tensor (e.g. mg.tape(loss)), got {type(t).__name__}")
+    if boundary is not None and (not isinstance(boundary, int) or isinstance(boundary, bool)):
+        raise GraphError(f"tape: boundary must be a sequence number (an int from tape_position()) or None, "
+                         f"got {boundary!r}")
     seen, stack, nodes = set(), [t._node] if t._node is not None else [], []
     while stack:
         n = stack.pop()
@@ -821,6 +826,8 @@ def tape(t, boundary=None) -> Tape:
 
 def leaves(t, boundary=None) -> list:
     """The leaf tensors requiring grad that ``t`` depends on (its parameters and inputs)."""
+    if not isinstance(t, _Tensor):
+        raise GraphError(f"leaves: expected a Tensor (e.g. leaves(loss)), got {type(t).__name__}")
     out, seen = [], set()
     for n in tape(t, boundary).nodes:
         for e in n.next or ():

@@ -10,7 +10,8 @@ import pytest
 
 import minigrad as mg
 from minigrad import nn
-from minigrad.checkpoint import checkpoint, checkpoint_sequential, plan
+from minigrad.checkpoint import (capture, checkpoint, checkpoint_sequential, measure_chain, planner, plan, register,
+                                 run_schedule, schedules, simulate, solve)
 from minigrad.nn import functional as F
 
 
@@ -20,6 +21,18 @@ def x23():
 
 def leaf():
     return mg.tensor(np.ones(2), requires_grad=True)
+
+
+def chain():
+    return [nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 2)]
+
+
+def x12():
+    return mg.ones(1, 2, requires_grad=True)
+
+
+def square_sum(a):
+    return (a * a).sum()
 
 
 def bn_state(**change):
@@ -242,6 +255,88 @@ PROBES = [
      mg.ScheduleError, ["budget", "401 digits", "'64MB'"]),
     ("plan-budget-beyond-float", lambda: plan([nn.Linear(2, 2)], mg.ones(1, 2), strategy="budget", budget="1e300GiB"),
      mg.ScheduleError, ["budget", "'1e300GiB'"]),
+    ("checkpoint_sequential-layers-int", lambda: checkpoint_sequential(5, x12()),
+     mg.CheckpointError, ["checkpoint_sequential", "layers", "got int", "nn.Linear"]),
+    ("checkpoint_sequential-layers-none", lambda: checkpoint_sequential(None, x12()),
+     mg.CheckpointError, ["checkpoint_sequential", "layers", "NoneType"]),
+    ("checkpoint_sequential-layer-int", lambda: checkpoint_sequential([5], x12()),
+     mg.CheckpointError, ["checkpoint_sequential", "layer 0", "5 (int)", "module or callable"]),
+    ("checkpoint_sequential-layer-int-none", lambda: checkpoint_sequential([nn.Tanh(), 5], x12(), strategy="none"),
+     mg.CheckpointError, ["checkpoint_sequential", "layer 1", "module or callable"]),
+    ("checkpoint_sequential-strategy-list", lambda: checkpoint_sequential(chain(), x12(), strategy=["sqrt"]),
+     mg.ScheduleError, ["strategy", "['sqrt']", "revolve"]),
+    ("checkpoint_sequential-segments-bool", lambda: checkpoint_sequential(chain(), x12(), segments=True),
+     mg.ScheduleError, ["segments", "1..L=3", "True"]),
+    ("checkpoint_sequential-offload-str", lambda: checkpoint_sequential(chain(), x12(), offload="yes"),
+     mg.ArgumentError, ["offload", "True or False", "'yes'"]),
+    ("checkpoint_sequential-offload-int", lambda: checkpoint_sequential(chain(), x12(), offload=5),
+     mg.ArgumentError, ["offload", "5"]),
+    ("plan-layers-float", lambda: plan(2.5), mg.ScheduleError, ["L=2.5", "positive int"]),
+    ("plan-layers-float-revolve", lambda: plan(2.5, strategy="revolve", slots=2), mg.ScheduleError, ["L=2.5"]),
+    ("plan-layers-bool", lambda: plan(True), mg.ScheduleError, ["L=True", "positive int"]),
+    ("plan-layers-huge", lambda: plan(10**400), mg.ScheduleError, ["L=<an int of 401 digits>", "1,000,000", "blocks"]),
+    ("plan-layers-huge-revolve", lambda: plan(10**400, strategy="revolve", slots=2),
+     mg.ScheduleError, ["401 digits"]),
+    ("plan-layers-billion", lambda: plan(10**9), mg.ScheduleError, ["L=1,000,000,000", "at most 1,000,000"]),
+    ("plan-layers-str", lambda: plan("abc"), mg.CheckpointError, ["plan", "layers", "got str"]),
+    ("plan-layer-int-measured", lambda: plan([5], x12(), strategy="budget", budget="1MB"),
+     mg.CheckpointError, ["plan", "layer 0", "module or callable"]),
+    ("plan-strategy-list", lambda: plan(4, strategy=[1]), mg.ScheduleError, ["strategy [1]", "sqrt"]),
+    ("checkpoint-preserve_rng_state-str", lambda: checkpoint(square_sum, x12(), preserve_rng_state="no"),
+     mg.CheckpointError, ["checkpoint", "preserve_rng_state", "True or False", "'no'"]),
+    ("checkpoint-preserve_rng_state-none", lambda: checkpoint(square_sum, x12(), preserve_rng_state=None),
+     mg.CheckpointError, ["preserve_rng_state", "None"]),
+    ("checkpoint-offload-str", lambda: checkpoint(square_sum, x12(), offload="yes"),
+     mg.ArgumentError, ["offload", "'yes'"]),
+    ("checkpoint-method-list", lambda: checkpoint(square_sum, x12(), budget="1MB", method=["x"]),
+     mg.ScheduleError, ["checkpoint", "method", "'optimal'", "list"]),
+    ("checkpoint-budget-huge", lambda: checkpoint(square_sum, x12(), budget=10**400),
+     mg.ScheduleError, ["budget", "401 digits"]),
+    ("tape-int", lambda: mg.tape(5), mg.GraphError, ["tape", "Tensor", "mg.tape(loss)", "int"]),
+    ("tape-ndarray", lambda: mg.tape(np.ones(2)), mg.GraphError, ["tape", "ndarray"]),
+    ("tape-boundary-str", lambda: mg.tape(x12() * 2, boundary="a"),
+     mg.GraphError, ["tape", "boundary", "tape_position()", "'a'"]),
+    ("leaves-int", lambda: mg.autograd.leaves(5), mg.GraphError, ["leaves", "Tensor", "int"]),
+    ("make-strategy-list", lambda: schedules.make(["sqrt"], 4), mg.ScheduleError, ["strategy ['sqrt']", "revolve"]),
+    ("make-layers-huge", lambda: schedules.make("none", 10**400), mg.ScheduleError, ["401 digits"]),
+    ("make-costs-int", lambda: schedules.make("budget", 4, costs=5, budget=10),
+     mg.ScheduleError, ["costs=int", "ChainCosts", "plan(layers, x"]),
+    ("uniform-layers-huge", lambda: schedules.uniform(10**400, 2), mg.ScheduleError, ["401 digits"]),
+    ("revolve-layers-huge", lambda: schedules.revolve(10**400, 2), mg.ScheduleError, ["401 digits"]),
+    ("binomial_extra_forwards-float", lambda: schedules.binomial_extra_forwards(2.5, 2), mg.ScheduleError, ["L=2.5"]),
+    ("binomial_extra_forwards-huge", lambda: schedules.binomial_extra_forwards(10**400, 1),
+     mg.ScheduleError, ["401 digits"]),
+    ("binomial_extra_forwards-slots-float", lambda: schedules.binomial_extra_forwards(4, 1.5),
+     mg.ScheduleError, ["s=1.5", "slots"]),
+    ("register-int", lambda: register(5), mg.ScheduleError, ["register", "Strategy", "int"]),
+    ("planner-budget-str", lambda: planner.budget(measure_chain(chain(), x12()), "abc"),
+     mg.ScheduleError, ["'abc'", "'64MB'"]),
+    ("planner-budget-none", lambda: planner.budget(measure_chain(chain(), x12()), None),
+     mg.ScheduleError, ["None", "'64MB'"]),
+    ("planner-budget-huge", lambda: planner.budget(measure_chain(chain(), x12()), 10**400),
+     mg.ScheduleError, ["401 digits"]),
+    ("planner-costs-int", lambda: planner.budget(5, 100), mg.ScheduleError, ["budget planner", "ChainCosts", "int"]),
+    ("planner-groups-float", lambda: planner.budget(measure_chain(chain(), x12()), 10**6, groups=2.5),
+     mg.ScheduleError, ["groups", "positive int", "2.5"]),
+    ("planner-max_levels-zero", lambda: planner.budget(measure_chain(chain(), x12()), 10**6, max_levels=0),
+     mg.ScheduleError, ["max_levels", "0"]),
+    ("planner-max_levels-str", lambda: planner.budget(measure_chain(chain(), x12()), 10**6, max_levels="a"),
+     mg.ScheduleError, ["max_levels", "'a'"]),
+    ("run_schedule-schedule-int", lambda: run_schedule(chain(), x12(), 5),
+     mg.CheckpointError, ["run_schedule", "Schedule", "int"]),
+    ("run_schedule-layer-int", lambda: run_schedule([5], x12(), plan(1)),
+     mg.CheckpointError, ["run_schedule", "layer 0"]),
+    ("measure_chain-layers-int", lambda: measure_chain(5, x12()), mg.CheckpointError, ["measure_chain", "layers"]),
+    ("measure_chain-layer-int", lambda: measure_chain([5], x12()), mg.CheckpointError, ["measure_chain", "layer 0"]),
+    ("measure_chain-x-ndarray", lambda: measure_chain(chain(), np.ones((1, 2))),
+     mg.CheckpointError, ["measure_chain", "x", "Tensor", "ndarray"]),
+    ("simulate-int", lambda: simulate(5), mg.ScheduleError, ["simulate", "Schedule", "int"]),
+    ("simulate-costs-int", lambda: simulate(plan(3), 5), mg.ScheduleError, ["simulate", "costs", "ChainCosts"]),
+    ("capture-int", lambda: capture(5), mg.CheckpointError, ["capture", "callable", "int"]),
+    ("solve-graph-int", lambda: solve(5, "1MB"), mg.ScheduleError, ["solve", "Graph", "int"]),
+    ("solve-budget-str", lambda: solve(capture(square_sum, x12()), "abc"), mg.ScheduleError, ["'abc'", "'64MB'"]),
+    ("solve-method-int", lambda: solve(capture(square_sum, x12()), "1MB", method=5),
+     mg.ScheduleError, ["solve", "method 5", "optimal"]),
     ("spirals-str", lambda: mg.data.spirals("a"), mg.ArgumentError, ["spirals", "n_per_class", "'a'"]),
     ("spirals-float", lambda: mg.data.spirals(2.5), mg.ArgumentError, ["spirals", "n_per_class", "2.5"]),
     ("spirals-classes-float", lambda: mg.data.spirals(10, classes=2.5), mg.ArgumentError, ["spirals", "classes"]),

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..errors import CheckpointError, ScheduleError
+
 
 @dataclass(frozen=True)
 class Simulation:
@@ -101,6 +103,11 @@ def simulate(schedule, costs: ChainCosts = None) -> Simulation:
 
     Without costs (and none attached to the schedule) the peak is in units only.
     """
+    if not hasattr(schedule, "actions") or not hasattr(schedule, "L"):
+        raise ScheduleError(f"simulate: expected a Schedule (from plan() or schedules.make()), got "
+                            f"{type(schedule).__name__}")
+    if costs is not None and not isinstance(costs, ChainCosts):
+        raise ScheduleError(f"simulate: costs must be a ChainCosts (from measure_chain), got {type(costs).__name__}")
     costs = costs if costs is not None else getattr(schedule, "costs", None)
     forwards, peak_units, peak_slots, _ = _replay(schedule.actions, schedule.L, None)
     peak_bytes = recompute = None
@@ -206,8 +213,11 @@ def measure_chain(layers, x) -> ChainCosts:
     from .. import random as _random  # noqa: PLC0415
     from ..autograd import enable_grad, no_grad, recomputing  # noqa: PLC0415
     from ..tensor import Tensor  # noqa: PLC0415
-    from .function import rng_devices  # noqa: PLC0415
+    from .function import chain_layers, rng_devices  # noqa: PLC0415
 
+    layers = chain_layers(layers, "measure_chain")
+    if not isinstance(x, Tensor):
+        raise CheckpointError(f"measure_chain: the input x must be a Tensor, got {type(x).__name__}")
     sizes, extras, flops, params, inner, back = [x.data.nbytes], [0], [0], [0], [0], [0]
     found, workspace = [], 0
     cur = x.data

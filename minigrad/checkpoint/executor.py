@@ -9,6 +9,7 @@ and BatchNorm running statistics come out as if nothing were recomputed.
 """
 from __future__ import annotations
 
+import numbers
 import weakref
 
 from .. import autograd, profiler
@@ -16,7 +17,7 @@ from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing
 from ..errors import CheckpointError, GraphError, ScheduleError
 from ..tensor import Tensor
-from .function import check_same_meta, check_same_modes, module_modes, rng_devices
+from .function import chain_layers, check_same_meta, check_same_modes, module_modes, rng_devices
 from . import planner as _planner  # noqa: F401  (registers the budget strategy)
 from . import schedules
 from .costs import ChainCosts, measure_chain  # noqa: F401  (re-exported: where they used to live)
@@ -197,7 +198,10 @@ def run_schedule(layers, x: Tensor, schedule: Schedule, store_dtype=None, offloa
     ``store_dtype`` / ``offload`` choose how slots are stored (see ``policies.Storage``);
     the input x_0 is always kept as it is, since the caller holds it anyway.
     """
-    layers = list(layers)
+    layers = chain_layers(layers, "run_schedule")
+    if not isinstance(schedule, Schedule):
+        raise CheckpointError(f"run_schedule: expected a Schedule (from plan() or schedules.make()), got "
+                              f"{type(schedule).__name__}")
     if schedule.L != len(layers):
         raise CheckpointError(f"checkpoint_sequential: the schedule is for {schedule.L} layers but the chain "
                               f"has {len(layers)}")
@@ -243,13 +247,13 @@ def plan(layers, x=None, strategy="sqrt", segments=None, slots=None, budget=None
     it — only the gradient of the layer being reversed, while it is computed
     before being added to the one that exists.
     """
-    entry = schedules.REGISTRY.get(strategy)
+    entry = schedules.REGISTRY.get(strategy) if isinstance(strategy, str) else None
     measured = entry is not None and entry.measured
-    if isinstance(layers, int):       # a pure plan needs only the number of layers
+    if isinstance(layers, numbers.Number):  # a pure plan needs only the number of layers
         if measured:
             raise ScheduleError(f"strategy={strategy!r} measures the layers: pass the layers and an input x")
         return schedules.make(strategy, layers, segments=segments, slots=slots)
-    layers = list(layers)
+    layers = chain_layers(layers, "plan", callables=measured)  # a pure plan only counts them
     L = len(layers)
     if not measured:
         return schedules.make(strategy, L, segments=segments, slots=slots)
@@ -288,7 +292,7 @@ def checkpoint_sequential(layers, x, strategy="sqrt", segments=None, slots=None,
     stores the slots in half precision; ``offload=True`` keeps them in host
     memory (pinned, on a GPU) until backward needs them.
     """
-    layers = list(layers)
+    layers = chain_layers(layers, "checkpoint_sequential")
     if not layers:
         raise CheckpointError("checkpoint_sequential: the chain is empty; pass at least one layer")
     return run_schedule(layers, x, plan(layers, x, strategy, segments=segments, slots=slots, budget=budget),

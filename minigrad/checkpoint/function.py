@@ -31,7 +31,7 @@ from contextlib import nullcontext
 from .. import autograd
 from .. import random as _random
 from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing, selective
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ScheduleError
 from ..tensor import Tensor
 from .policies import Selection, Storage, check_policy
 
@@ -47,6 +47,23 @@ def rng_devices(tensors):
 
 def fn_name(fn) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def chain_layers(layers, where, callables=True) -> list:
+    """``layers`` as a list (of callables, unless ``callables=False``), or a CheckpointError naming what is not."""
+    try:
+        items = None if isinstance(layers, (str, bytes)) else iter(layers)
+    except TypeError:
+        items = None
+    if items is None:
+        raise CheckpointError(f"{where}: layers must be a list (or nn.Sequential) of modules or callables, got "
+                              f"{type(layers).__name__}; pass e.g. [nn.Linear(4, 4), nn.ReLU()]")
+    layers = list(items)
+    for i, layer in enumerate(layers if callables else ()):
+        if not callable(layer):
+            raise CheckpointError(f"{where}: layer {i} is {layer!r:.40} ({type(layer).__name__}), not a module "
+                                  "or callable; every layer must map a Tensor to a Tensor")
+    return layers
 
 
 def check_same_meta(where, expected, got):
@@ -224,6 +241,11 @@ def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None
     """
     if not callable(fn):
         raise CheckpointError(f"checkpoint: the first argument must be callable, got {type(fn).__name__}")
+    if not isinstance(preserve_rng_state, bool):
+        raise CheckpointError(f"checkpoint: preserve_rng_state must be True or False, got {preserve_rng_state!r}")
+    if not isinstance(method, str):
+        raise ScheduleError(f"checkpoint: method must be a string naming a graph solver (e.g. 'optimal', "
+                            f"'greedy'), got {type(method).__name__}")
     if budget is not None:
         from .graph_run import checkpoint_graph  # noqa: PLC0415 - graph plans load scipy only when used
         return checkpoint_graph(fn, args, kwargs, budget, method)

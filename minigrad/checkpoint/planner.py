@@ -494,10 +494,15 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
     ScheduleError stating the minimum feasible budget.
     """
     start = time.perf_counter()
+    if not isinstance(costs, ChainCosts):
+        raise ScheduleError(f"budget planner: costs must be a ChainCosts (from measure_chain(layers, x)), got "
+                            f"{type(costs).__name__}")
+    for name, value in (("groups", groups), ("max_levels", max_levels)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ScheduleError(f"budget planner: {name} must be a positive int or None, got {value!r}")
     L = costs.L
     _check_L(L)
-    if budget_bytes < 0:
-        raise ScheduleError(f"budget must be a non-negative number of bytes, got {budget_bytes}")
+    budget_bytes = schedules.parse_bytes(budget_bytes)    # also "64MB"; refuses None, NaN, negatives
     need = minimum_budget(costs)
     requested, limit = budget_bytes, budget_bytes - costs.workspace
     if requested < need:

@@ -20,7 +20,7 @@ import numpy as np
 from .. import autograd, ops, profiler
 from ..autograd import Function
 from ..backend import device_of, to_device, xp_of
-from ..errors import CheckpointError, DTypeError
+from ..errors import ArgumentError, CheckpointError, DTypeError
 
 MATMUL_OPS = (ops.MatMul, ops.Linear)
 
@@ -165,6 +165,9 @@ class Storage:
                 raise DTypeError(f"store_dtype must be a floating dtype such as 'float16' or 'float32', "
                                  f"got {dt}")
             dtype = dt
+        if not isinstance(offload, (bool, np.bool_)):
+            raise ArgumentError(f"offload must be True or False (True keeps stored activations in host memory), "
+                                f"got {offload!r}")
         self.dtype, self.offload = dtype, bool(offload)
 
     @property

@@ -190,9 +190,18 @@ class Schedule:
 # --------------------------------------------------------------------------- validation helpers
 
 
+MAX_LAYERS = 10**6    # schedules are explicit action lists: a longer chain would take minutes and gigabytes to plan
+
+
 def _check_L(L):
-    if not isinstance(L, int) or L < 1:
-        raise ScheduleError(f"a chain needs at least one layer, got L={L!r}")
+    if not isinstance(L, int) or isinstance(L, bool) or L < 1:
+        shown = f"<an int of {len(str(L))} digits>" if isinstance(L, int) and L < -10**20 else repr(L)
+        raise ScheduleError(f"a chain needs at least one layer, got L={shown}; pass a positive int (the number "
+                            "of layers) or the layers themselves")
+    if L > MAX_LAYERS:
+        shown = f"<an int of {len(str(L))} digits>" if L > 10**20 else f"{L:,}"
+        raise ScheduleError(f"L={shown} layers is more than a schedule can list (at most {MAX_LAYERS:,}); "
+                            "group consecutive layers into blocks and plan the blocks")
 
 
 def _emit_segment(out, a, b, cur):
@@ -222,7 +231,7 @@ def uniform(L: int, k: int) -> Schedule:
     last segment is recorded in the forward pass, so it is not run again).
     """
     _check_L(L)
-    if not isinstance(k, int) or not 1 <= k <= L:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= L:
         raise ScheduleError(f"segments must be an integer in 1..L={L}, got {k!r}")
     bounds = [round(j * L / k) for j in range(k + 1)]
     acts = []
@@ -325,8 +334,9 @@ def binomial_extra_forwards(L: int, s: int) -> int:
 
     t(L, s) = r·L − C(s + r, s + 1), with r the least integer such that C(s + r, s) ≥ L.
     """
-    if L < 1 or s < 1:
-        raise ScheduleError(f"t(L, s) needs L >= 1 and s >= 1, got L={L}, s={s}")
+    _check_L(L)
+    if not isinstance(s, int) or isinstance(s, bool) or s < 1:
+        raise ScheduleError(f"t(L, s) needs an int s >= 1 (slots), got s={s!r}")
     r = _repetitions(L, s)
     return r * L - math.comb(s + r, s + 1)
 
@@ -465,20 +475,23 @@ STRATEGIES = REGISTRY          # the names, in registration order (iterate, or t
 
 def register(strategy: Strategy) -> Strategy:
     """Add (or replace) a strategy; every consumer of the registry sees it from then on."""
+    if not isinstance(strategy, Strategy):
+        raise ScheduleError(f"register: expected a Strategy(name, build, ...), got {type(strategy).__name__}")
     REGISTRY[strategy.name] = strategy
     return strategy
 
 
 def make(strategy: str, L: int, costs: ChainCosts = None, **options) -> Schedule:
     """The schedule for a strategy by name; options the strategy does not take, or left None, are ignored."""
-    entry = REGISTRY.get(strategy)
+    entry = REGISTRY.get(strategy) if isinstance(strategy, str) else None
     if entry is None:
         raise ScheduleError(f"unknown checkpointing strategy {strategy!r}; valid strategies are "
                             f"{', '.join(REGISTRY)}")
     given = {k: v for k, v in options.items() if v is not None and k in entry.options}
     if entry.measured:
-        if costs is None:
-            raise ScheduleError(f"the {strategy} strategy plans from measured layer sizes: use "
+        if not isinstance(costs, ChainCosts):
+            got = "" if costs is None else f" (got costs={type(costs).__name__}, not ChainCosts)"
+            raise ScheduleError(f"the {strategy} strategy plans from measured layer sizes{got}: use "
                                 f"minigrad.checkpoint.plan(layers, x, strategy={strategy!r}, ...)")
         return entry.build(L, costs=costs, **given)
     return entry.build(L, **given)
