@@ -177,6 +177,25 @@ def test_budget_plan_is_measured_once_and_cached(torch, tb):
 
 
 @pytest.mark.torch
+def test_budget_plan_cache_holds_modules_weakly(torch, tb):
+    """A cached plan neither keeps its chain alive nor outlives it, so a recycled id never finds it."""
+    import gc
+    import weakref
+
+    from minigrad.torch_bridge import executor
+    chain, x = mixed_chain(torch), data(torch)
+    limit = budget_for(tb, chain, x, "budget-mid")
+    before = len(executor._plans)
+    tb.checkpoint_sequential(chain, x, "budget", budget=limit).sum().backward()
+    assert len(executor._plans) == before + 1
+    refs = [weakref.ref(m) for m in chain]
+    del chain
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert len(executor._plans) == before       # keyed by id() it stayed, for the next chain at that address
+
+
+@pytest.mark.torch
 def test_without_grad_it_is_the_plain_chain(torch, tb):
     chain, x = mixed_chain(torch).eval(), data(torch)
     with torch.no_grad():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import weakref
 
 import torch
 
@@ -254,7 +255,7 @@ def _run(modules, x, schedule, meter=None):
     return _Chain.apply(run, x, *run.flat, torch.empty(0, device=x.device, requires_grad=True))
 
 
-_plans: dict = {}
+_plans = weakref.WeakKeyDictionary()   # first module -> {key: (weak refs to every module, schedule)}
 
 
 def checkpoint_sequential(modules, x, strategy="sqrt", budget=None, slots=None, segments=None):
@@ -263,18 +264,30 @@ def checkpoint_sequential(modules, x, strategy="sqrt", budget=None, slots=None, 
     ``strategy``: "none" | "sqrt" (default; ``segments=k`` for k uniform
     segments) | "recursive" | "revolve" (``slots=s``, the input counted) |
     "budget" (``budget=`` bytes or "64MB": the chain is measured once on ``x``
-    and the plan cached for the same modules, input shape and budget).
+    and the plan cached for the same modules, input shape and budget; the
+    modules are held by weak reference, so a recycled id never matches).
     """
     modules = check_chain(modules, x)
     if strategy != "budget":
         schedule = planning.make(len(modules), strategy, segments=segments, slots=slots)
     else:
-        key = (tuple(id(m) for m in modules), tuple(m.training for m in modules), tuple(x.shape), x.dtype,
-               x.device, budget)
-        schedule = _plans.get(key)
-        if schedule is None:
-            schedule = planning.make(len(modules), strategy, measure(modules, x), budget=budget)
-            if len(_plans) > 64:
-                _plans.clear()
-            _plans[key] = schedule
+        schedule = _cached_plan(modules, x, strategy, budget)
     return _run(modules, x, schedule)
+
+
+def _cached_plan(modules, x, strategy, budget):
+    """The budget plan for these very modules (same objects, modes), input shape, dtype, device and budget."""
+    L = len(modules)
+    key = (L, tuple(m.training for m in modules), tuple(x.shape), x.dtype, x.device, budget)
+    try:
+        per_chain = _plans.setdefault(modules[0], {})
+    except TypeError:                  # a module that cannot be weakly referenced or hashed: no caching
+        per_chain = {}
+    hit = per_chain.get(key)
+    if hit is not None and all(r() is m for r, m in zip(hit[0], modules)):
+        return hit[1]
+    schedule = planning.make(L, strategy, measure(modules, x), budget=budget)
+    if len(per_chain) > 16:
+        per_chain.clear()
+    per_chain[key] = ([weakref.ref(m) for m in modules], schedule)
+    return schedule
