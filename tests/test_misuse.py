@@ -10,8 +10,19 @@ import pytest
 
 import minigrad as mg
 from minigrad import nn
-from minigrad.checkpoint import (capture, checkpoint, checkpoint_sequential, measure_chain, planner, plan, register,
-                                 run_schedule, schedules, simulate, solve)
+from minigrad.checkpoint import (
+    capture,
+    checkpoint,
+    checkpoint_sequential,
+    measure_chain,
+    plan,
+    planner,
+    register,
+    run_schedule,
+    schedules,
+    simulate,
+    solve,
+)
 from minigrad.nn import functional as F
 
 
