@@ -17,7 +17,9 @@ Note [Dynamic rematerialization]
    arguments such as dropout's mask) have no recipe and are never evicted.
 2. The budget counts the bytes of resident buffers: those a saved array still
    needs (held by the region) and those only a live tensor holds (the live
-   outputs; they are not the region's to drop, but they take memory).
+   outputs; they are not the region's to drop, but they take memory). Ops
+   that are not recorded (under ``no_grad``) save nothing: their outputs are
+   treated as arrays from outside.
 3. A buffer may be evicted only when the region's reference is the only one
    left (``sys.getrefcount``): then dropping it frees the memory. That one
    test keeps every pinned array resident: a tensor the user holds, an input
@@ -28,8 +30,11 @@ Note [Dynamic rematerialization]
    the replay allocates. So in steady state (every op seen once) the resident
    bytes never pass the budget; the first time an op allocates more than any
    before it, ``peak_bytes`` shows it honestly.
-5. A buffer no saved array needs is dropped as soon as nothing else holds it
-   (DTR's eager eviction); its recipe stays, since others may be replayed from it.
+5. A buffer is held while a saved array needs it or while a recipe that may
+   still be replayed reads it (so replays start from resident inputs rather
+   than from the start of the graph: the residual stream of a transformer is
+   read by every LayerNorm's recipe). When neither holds it, it is freed as
+   soon as no tensor holds it either.
 6. Replays run inside ``recomputing(rng_state)``: BatchNorm leaves its running
    statistics alone, random ops redraw the same numbers, FLOPs are booked to
    "recompute". The same op on the same arrays gives the same bits, so
@@ -56,7 +61,7 @@ from .schedules import parse_bytes
 
 
 def _h_dtr(buf, now, region):
-    """h_DTR = cost / (bytes x staleness); cost includes the evicted ancestors a replay would need."""
+    """h_DTR = cost / (bytes x staleness); cost is the FLOPs of the evicted neighbourhood (``neighborhood_cost``)."""
     return region.neighborhood_cost(buf) / (max(buf.nbytes, 1) * (now - buf.last + 1))
 
 
@@ -130,24 +135,27 @@ def _rebuildable(root, geom) -> bool:
 class _Record:
     """How to replay one op: class, inputs (refs), keyword arguments, RNG state, FLOPs."""
 
-    __slots__ = ("fn_cls", "needs", "inputs", "kwargs", "rng_state", "flops", "new_bytes")
+    __slots__ = ("fn_cls", "needs", "inputs", "kwargs", "rng_state", "flops", "new_bytes", "made", "__weakref__")
 
     def __init__(self, fn_cls, needs, inputs, kwargs, rng_state, flops):
         self.fn_cls, self.needs, self.inputs = fn_cls, needs, inputs
         self.kwargs, self.rng_state, self.flops = kwargs, rng_state, flops
         self.new_bytes = 0
+        self.made = []         # weak references to the buffers this op made (for the neighbourhood)
 
 
 class _Buffer:
     """One block of memory: its bytes, its recipe, and (while resident and needed) the array itself."""
 
-    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "last", "__weakref__")
+    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "users", "__weakref__")
 
     def __init__(self, nbytes, recipe, last):
         self.nbytes, self.recipe, self.last = nbytes, recipe, last
         self.array = None      # the region's strong reference (only while a saved array needs it)
         self.alive = None      # weak reference to the current array, None when evicted
-        self.handles = 0       # saved arrays (in nodes) that point into this buffer
+        self.handles = 0       # saved arrays (in nodes) and recipes that need this buffer
+        self.saved = 0         # of which saved arrays
+        self.users = []        # weak references to the records of ops that read it
 
     def current(self):
         return self.alive() if self.alive is not None else None
@@ -273,6 +281,12 @@ class Dynamic:
             buf.array = array
             self._held[id(buf)] = buf
 
+    @staticmethod
+    def _new(rec, root, kind, idx, now):
+        buf = _Buffer(root.nbytes, (rec, kind, idx), now)
+        rec.made.append(weakref.ref(buf))
+        return buf
+
     def _gone(self, buf, key):
         """The array of ``buf`` was freed (evicted, or nothing needs it any more)."""
         if self._by_root.get(key) is buf:
@@ -280,19 +294,23 @@ class Dynamic:
         buf.alive = None
         self.resident_bytes -= buf.nbytes
 
-    def _unneeded(self, wr, buf):
-        """A saved array pointing into ``buf`` was freed (its node ran backward, or died)."""
+    def _unneeded(self, wr, buf, saved):
+        """A saved array pointing into ``buf`` was freed (its node ran backward, or died), or a recipe."""
         self._watch.discard(wr)
         buf.handles -= 1
+        buf.saved -= saved
         if buf.handles == 0 and buf.array is not None:
             self._held.pop(id(buf), None)
             buf.array = None          # freed now unless a live tensor still holds it
 
-    def _need(self, ref):
-        """A saved array now points into ``ref.buf``: hold the buffer while the ref lives."""
+    def _need(self, ref, owner=None):
+        """``owner`` (a saved array's ref, or a recipe using the buffer) needs ``ref.buf``: hold it meanwhile."""
         buf = ref.buf
+        saved = int(owner is None)
         buf.handles += 1
-        self._watch.add(weakref.ref(ref, lambda w, b=buf: self._unneeded(w, b)))
+        buf.saved += saved
+        self._watch.add(weakref.ref(owner if owner is not None else ref,
+                                    lambda w, b=buf, s=saved: self._unneeded(w, b, s)))
         if buf.array is None:
             buf.array = buf.current()
             self._held[id(buf)] = buf
@@ -338,28 +356,39 @@ class Dynamic:
         return _view(arr, ref.geom)
 
     def _observe(self, event):
-        now = self._tick()
-        name = event.fn_cls.__name__
-        before = self.resident_bytes
-        inputs = []
-        for t in event.inputs:
-            ref = self._ref_of(t.data)
-            if ref is None:
-                ref = _Const(t.data)
-            elif ref.__class__ is _Ref:
-                ref.buf.last = now
-            inputs.append(ref)
         node = event.node
-        needs = node.needs_input_grad if node is not None else None
-        rec = _Record(event.fn_cls, needs, tuple(inputs), event.kwargs, event.rng_state, event.flops)
-        # arrays from outside: constant inputs, and arrays passed as keyword arguments (dropout's mask,
-        # a target): the recipe holds them, so a buffer made of one could never be freed
-        outside = [_root(c.array) for c in inputs if c.__class__ is _Const]
-        outside += [_root(v) for v in event.kwargs.values() if is_array(v)]
+        if node is None:
+            # not recorded: nothing is saved, so its outputs are like arrays from outside (the
+            # budget covers what the tape keeps); a recorded op that uses one holds it as a constant
+            self._pending.clear()
+            return
+        now = self._tick()
+        before = self.resident_bytes
+        by_root = self._by_root
+        inputs, outside = [], set()
+        for t in event.inputs:
+            arr = t._data
+            root = arr if arr.base is None else _root(arr)
+            buf = by_root.get(id(root))
+            if buf is not None and buf.alive() is root:
+                buf.last = now
+                geom = None if arr is root else _geometry(arr, root)
+                inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
+            else:
+                inputs.append(_Const(arr))
+                outside.add(id(root))
+        # arrays passed as keyword arguments (dropout's mask, a target) are held by the recipe, so a
+        # buffer made of one could never be freed: they count as arrays from outside
+        for v in event.kwargs.values():
+            if is_array(v):
+                outside.add(id(_root(v)))
+        rec = _Record(event.fn_cls, node.needs_input_grad, tuple(inputs), event.kwargs, event.rng_state,
+                      event.flops)
         for i, o in enumerate(event.outputs):
-            root = _root(o.data)
-            if self._buffer_of(root) is None and not any(root is r for r in outside):
-                self._add(_Buffer(root.nbytes, (rec, "out", i), now), root)
+            arr = o._data
+            root = arr if arr.base is None else _root(arr)
+            if id(root) not in outside and self._buffer_of(root) is None:
+                self._add(self._new(rec, root, "out", i, now), root)
         pending, self._pending = self._pending, []
         mine = id(node)
         for s in pending:
@@ -367,20 +396,29 @@ class Dynamic:
                 continue
             root = _root(s.array)
             if self._buffer_of(root) is None:
-                if any(root is r for r in outside):
+                if id(root) in outside:
                     s.ref, s.array = _Const(s.array), None
                     continue
-                self._add(_Buffer(root.nbytes, (rec, "saved", s.slot), now), root)
+                self._add(self._new(rec, root, "saved", s.slot, now), root)
             ref = self._ref_of(s.array)
             if ref.__class__ is _Ref:
                 self._need(ref)
                 s.array = None
             s.ref = ref
+        if rec.made:
+            # the op made buffers that may be replayed from its inputs: keep the inputs resident (and
+            # evictable) while the recipe lives, instead of freeing them when their tensors die
+            wrec = weakref.ref(rec)
+            for ref in inputs:
+                if ref.__class__ is _Ref:
+                    ref.buf.users.append(wrec)
+                    self._need(ref, owner=rec)
         rec.new_bytes = self.resident_bytes - before
         if rec.new_bytes > self._reserve:
             self._reserve = rec.new_bytes
-        self.timeline.append((profiler.current_phase(), name, self.resident_bytes))
-        self._make_room(self._reserve, name, replay=False)
+        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, self.resident_bytes))
+        if self.resident_bytes + self._reserve > self.budget:
+            self._make_room(self._reserve, event.fn_cls.__name__, replay=False)
 
     # --- eviction ------------------------------------------------------------------------
     def _make_room(self, need, what, replay=True):
@@ -394,9 +432,13 @@ class Dynamic:
         # evictable: has a recipe, and the region's reference (plus getrefcount's argument) is the only one
         candidates = [b for b in self._held.values() if b.recipe is not None and sys.getrefcount(b.array) == 2]
         score, now = self._score, self._clock
-        while candidates and self.resident_bytes + need > self.budget:
-            best = min(range(len(candidates)), key=lambda n: score(candidates[n], now, self))
-            self._evict(candidates.pop(best))
+        # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
+        # from them waits evicted), in the heuristic's order; then the rest
+        free = [b for b in candidates if self.idle(b)]
+        for tier in (free, [b for b in candidates if not self.idle(b)]):
+            while tier and self.resident_bytes + need > self.budget:
+                best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
+                self._evict(tier.pop(best))
         if self.resident_bytes + (need if replay else 0) > self.budget:
             fixed = self.resident_bytes
             extra = f" plus the {_fmt(need)} the replay allocates" if replay else ""
@@ -413,9 +455,28 @@ class Dynamic:
         self.timeline.append((profiler.current_phase(), f"evict {buf.recipe[0].fn_cls.__name__}",
                               self.resident_bytes))
 
+    @staticmethod
+    def idle(buf) -> bool:
+        """True when only recipes read ``buf`` and nothing made from it waits evicted: evicting it costs nothing yet."""
+        if buf.saved:
+            return False
+        for w in buf.users:
+            u = w()
+            if u is not None:
+                for m in u.made:
+                    b = m()
+                    if b is not None and b.alive is None:
+                        return False
+        return True
+
     def neighborhood_cost(self, buf) -> int:
-        """FLOPs to bring ``buf`` back once evicted: its op and every evicted ancestor the replay needs."""
+        """FLOPs of ``buf``'s evicted neighbourhood once it is evicted (the paper's e*): its op, the evicted
+        ancestors a replay needs, and the evicted descendants whose replay would now need it. A buffer
+        only recipes read costs nothing until something made from it is evicted."""
+        if self.idle(buf):
+            return 0
         total, seen, stack = 0, set(), [buf.recipe[0]]
+        start = buf
         while stack:
             r = stack.pop()
             if id(r) in seen:
@@ -425,6 +486,15 @@ class Dynamic:
             for ref in r.inputs:
                 if ref.__class__ is _Ref and ref.buf.alive is None:
                     stack.append(ref.buf.recipe[0])
+            for wb in r.made:
+                b = wb()
+                if b is None or (b.alive is not None and b is not start):
+                    continue
+                for wu in b.users:
+                    u = wu()
+                    if u is not None and id(u) not in seen and any(
+                            (m := wm()) is not None and m.alive is None for wm in u.made):
+                        stack.append(u)
         return total
 
     # --- rematerialization --------------------------------------------------------------
