@@ -226,7 +226,7 @@ class Dynamic:
         self._reserve = 0              # the largest allocation one op (or replay) has made
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
-        self._watch: set = set()       # weak references to the refs saved arrays hold
+        self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
         self._pending: list = []
         self._slot = [None, 0]         # (id of the node being packed for, next slot index)
         self._stack = []
@@ -296,7 +296,7 @@ class Dynamic:
 
     def _unneeded(self, wr, buf, saved):
         """A saved array pointing into ``buf`` was freed (its node ran backward, or died), or a recipe."""
-        self._watch.discard(wr)
+        del self._watch[id(wr)]
         buf.handles -= 1
         buf.saved -= saved
         if buf.handles == 0 and buf.array is not None:
@@ -309,8 +309,9 @@ class Dynamic:
         saved = int(owner is None)
         buf.handles += 1
         buf.saved += saved
-        self._watch.add(weakref.ref(owner if owner is not None else ref,
-                                    lambda w, b=buf, s=saved: self._unneeded(w, b, s)))
+        # kept by identity: weak references to one owner compare equal, and a set would keep only one
+        wr = weakref.ref(owner if owner is not None else ref, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
+        self._watch[id(wr)] = wr
         if buf.array is None:
             buf.array = buf.current()
             self._held[id(buf)] = buf
