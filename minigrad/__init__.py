@@ -1,5 +1,4 @@
 """minigrad: a small reverse-mode autograd engine on NumPy (and CuPy) that measures memory."""
-from . import tensor as _tensor_module  # first: it completes the tensor <-> autograd cycle
 from . import autograd, backend, errors, profiler, random
 from .autograd import enable_grad, is_grad_enabled, no_grad, tape
 from .backend import cuda_available, device

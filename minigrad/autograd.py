@@ -14,53 +14,118 @@ has run, unless ``retain_graph=True``.
 """
 from __future__ import annotations
 
+import functools
 import heapq
+import inspect
 import itertools
 import sys
+import threading
+from contextlib import contextmanager
+
 from . import profiler
-from . import tensor as _t
+from . import random as _random
 from .errors import GraphError
 
-_grad_enabled = [True]
 _seq = itertools.count()
+_Tensor = None          # the Tensor class; tensor.py registers it (autograd never imports tensor)
 
-# Checkpointing hooks: while recomputing, stateful layers must not update
-# their state (BatchNorm running statistics); while a checkpointed function
-# runs without recording, we note whether it touched anything needing grad.
-_recompute_depth = [0]
-_watchers: list = []
-# Selective checkpointing: the innermost entry (or None, which hides ops from outer
-# checkpoints) decides which ops keep their outputs and replays them on recompute.
-_selective: list = []
+
+def use_tensor_class(cls):
+    """Tell the tape which class wraps op outputs (``minigrad.tensor`` calls this once)."""
+    global _Tensor
+    _Tensor = cls
+
+
+class _ThreadState(threading.local):
+    """Every mode of the core, per thread (as PyTorch's grad mode is): see Note [Modes]."""
+
+    def __init__(self):
+        self.grad_enabled = True
+        self.grad_stack = []       # (mode object, previous value) per entered grad mode
+        self.recompute_depth = 0
+        self.hooks = []            # (pack, unpack) pairs, innermost last; None while a hook runs
+        self.observers = []        # op observers, outermost first
+        self.policies = []         # selective-checkpointing policies, innermost last (None hides outer ones)
+        self.node = None           # the node whose forward is running
+        self.propagate = 0         # >0: unrecorded ops still mark outputs that depend on a gradient
+        self.retain = []           # retain_graph of each backward running in this thread
+
+
+# Note [Modes]
+# Grad mode, the recompute mode, saved-array hooks, op observers and selective policies live in
+# one per-thread object, so a thread sitting in no_grad() or recomputing a checkpoint never
+# changes what another thread records. Every context manager restores its mode on any exception;
+# leaving a grad mode that is not the innermost one raises GraphError instead of corrupting the
+# stack. When no hook, observer or policy is installed, an op pays one truthiness test for each.
+_state = _ThreadState()
+
+
+# --------------------------------------------------------------------------- grad mode
 
 
 def is_grad_enabled() -> bool:
-    """True when ops are being recorded on the tape."""
-    return _grad_enabled[-1]
-
-
-def is_recomputing() -> bool:
-    """True while checkpointing re-runs a forward during backward."""
-    return _recompute_depth[0] > 0
+    """True when ops are being recorded on the tape (in this thread)."""
+    return _state.grad_enabled
 
 
 class _GradMode:
+    """``no_grad()`` / ``enable_grad()``: a context manager, or a decorator (generators included)."""
+
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
     def __enter__(self):
-        _grad_enabled.append(self.enabled)
+        st = _state
+        st.grad_stack.append((self, st.grad_enabled))
+        st.grad_enabled = self.enabled
         return self
 
     def __exit__(self, *exc):
-        _grad_enabled.pop()
+        st = _state
+        stack = st.grad_stack
+        if not stack or stack[-1][0] is not self:
+            what = "no_grad" if not self.enabled else "enable_grad"
+            raise GraphError(f"{what}().__exit__ called without a matching __enter__ in this thread (or not "
+                             "in last-in, first-out order); use `with no_grad():` blocks rather than calling "
+                             "__enter__/__exit__ by hand")
+        st.grad_enabled = stack.pop()[1]
         return False
 
     def __call__(self, fn):
+        enabled = self.enabled
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args, **kwargs):
+                # each resumption of the body runs under the mode, and only it: the caller's
+                # code between two next() calls keeps its own mode (PyTorch does the same)
+                gen = fn(*args, **kwargs)
+                try:
+                    with _GradMode(enabled):
+                        response = gen.send(None)
+                    while True:
+                        try:
+                            request = yield response
+                        except GeneratorExit:
+                            with _GradMode(enabled):
+                                gen.close()
+                            raise
+                        except BaseException:
+                            with _GradMode(enabled):
+                                response = gen.throw(*sys.exc_info()[1:2])
+                        else:
+                            with _GradMode(enabled):
+                                response = gen.send(request)
+                except StopIteration as stop:
+                    return stop.value
+            return generator
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise GraphError(f"{'no_grad' if not enabled else 'enable_grad'}() cannot decorate the async "
+                             f"function {fn.__name__}: use a `with` block inside it instead")
+
+        @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with _GradMode(self.enabled):
+            with _GradMode(enabled):
                 return fn(*args, **kwargs)
-        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
         return wrapper
 
 
@@ -74,13 +139,165 @@ def enable_grad():
     return _GradMode(True)
 
 
+@contextmanager
+def propagating_requires_grad():
+    """Inside ``no_grad``: unrecorded ops still mark outputs computed from tensors that need a gradient.
+
+    Checkpointing runs a forward without recording and must know which
+    outputs would have required grad (an output depending on nothing that
+    does is returned with ``requires_grad=False``, as in PyTorch).
+    """
+    st = _state
+    st.propagate += 1
+    try:
+        yield
+    finally:
+        st.propagate -= 1
+
+
+# --------------------------------------------------------------------------- recompute mode
+
+
+def is_recomputing() -> bool:
+    """True while a checkpoint re-runs a forward during backward (in this thread)."""
+    return _state.recompute_depth > 0
+
+
+@contextmanager
+def recomputing(rng_state=None):
+    """Re-run a forward during backward: stateful layers skip their updates, FLOPs go to "recompute".
+
+    With ``rng_state`` (from ``mg.random.get_rng_state``) the generators start
+    from it and are put back on exit, so random ops replay the same numbers
+    and the next step draws exactly what it would have without recompute.
+    """
+    st = _state
+    resume = _random.get_rng_state() if rng_state is not None else None
+    if rng_state is not None:
+        _random.set_rng_state(rng_state)
+    st.recompute_depth += 1
+    try:
+        with profiler.phase("recompute"):
+            yield
+    finally:
+        st.recompute_depth -= 1
+        if resume is not None:
+            _random.set_rng_state(resume)
+
+
+def tape_position() -> int:
+    """A sequence number above every node recorded so far (a boundary for ``run_backward``)."""
+    return next(_seq)
+
+
+def retains_graph() -> bool:
+    """True inside a ``backward(retain_graph=True)`` (nodes that hold state keep it for the next one)."""
+    r = _state.retain
+    return bool(r) and r[-1]
+
+
+# --------------------------------------------------------------------------- saved-array hooks
+
+
+@contextmanager
+def saved_arrays_hooks(pack, unpack):
+    """Every array saved for backward inside the block goes through ``pack(array) -> handle``;
+    backward gets it back through ``unpack(handle) -> array`` (PyTorch's ``saved_tensors_hooks``).
+
+    The pair active when an array is saved stays with its node, so unpacking
+    works after the block has closed. The innermost block wins; hooks do not
+    apply to what a hook itself saves.
+    """
+    if not (callable(pack) and callable(unpack)):
+        raise GraphError(f"saved_arrays_hooks(pack, unpack): both must be callable, got "
+                         f"{type(pack).__name__} and {type(unpack).__name__}")
+    hooks = _state.hooks
+    hooks.append((pack, unpack))
+    depth = len(hooks)
+    try:
+        yield
+    finally:
+        del hooks[depth - 1:]
+
+
+@contextmanager
+def _hooks_paused():
+    hooks = _state.hooks
+    hooks.append(None)
+    depth = len(hooks)
+    try:
+        yield
+    finally:
+        del hooks[depth - 1:]
+
+
+def current_node():
+    """The node whose forward is running in this thread (None outside an op): for pack hooks."""
+    return _state.node
+
+
+# --------------------------------------------------------------------------- op observers
+
+
+class OpEvent:
+    """What an op did, as seen by an ``op_observer`` callback (see its attributes)."""
+
+    __slots__ = ("fn_cls", "node", "inputs", "outputs", "kwargs", "flops", "rng_state", "recomputing")
+
+    def __init__(self, fn_cls, node, inputs, outputs, kwargs, flops, rng_state, recomputing):
+        self.fn_cls, self.node, self.inputs, self.outputs = fn_cls, node, inputs, outputs
+        self.kwargs, self.flops, self.rng_state, self.recomputing = kwargs, flops, rng_state, recomputing
+
+    def __repr__(self):
+        shapes = ", ".join(str(o.shape) for o in self.outputs)
+        return f"OpEvent({self.fn_cls.__name__} -> {shapes}, flops={self.flops}, recorded={self.node is not None})"
+
+
+@contextmanager
+def op_observer(callback):
+    """Call ``callback(OpEvent)`` after every op this thread runs inside the block (recorded or not)."""
+    if not callable(callback):
+        raise GraphError(f"op_observer(callback): callback must be callable, got {type(callback).__name__}")
+    obs = _state.observers
+    obs.append(callback)
+    depth = len(obs)
+    try:
+        yield
+    finally:
+        del obs[depth - 1:]
+
+
+# --------------------------------------------------------------------------- selective policies
+
+
+@contextmanager
+def selective(selection):
+    """Make ``selection`` the innermost selective-checkpointing policy state (None hides outer ones).
+
+    While it is innermost, ``Function.apply`` asks ``selection.wants(op_class)``
+    and, if so, lets ``selection.run(node, arrays, kwargs, inputs) -> (output, reused)``
+    compute (and keep) or reuse the op's output.
+    """
+    pol = _state.policies
+    pol.append(selection)
+    depth = len(pol)
+    try:
+        yield selection
+    finally:
+        del pol[depth - 1:]
+
+
+# --------------------------------------------------------------------------- nodes
+
+
 class Function:
     """Base of every op. Subclasses define ``forward(self, *arrays, **kw)`` and ``backward(self, grad)``.
 
     ``forward`` gets arrays and returns an array (or a tuple of arrays when
     ``n_outputs > 1``); it calls ``self.save_for_backward(...)`` for what
-    backward needs. ``backward`` gets the gradient of the output (a tuple for
-    several outputs) and returns one gradient per input, ``None`` where
+    backward needs, and ``backward`` reads it back from ``self.saved``.
+    ``backward`` gets the gradient of the output (a tuple for several outputs)
+    and returns one gradient per input, ``None`` where
     ``self.needs_input_grad[i]`` is False. ``flops`` gives the forward cost;
     ``backward_flops`` defaults to that once per input needing a gradient.
     """
@@ -89,12 +306,18 @@ class Function:
     # Set True by nodes that want to own the incoming gradient (they get the
     # engine's list and pop it), so no caller frame keeps it alive meanwhile.
     takes_grad_box = False
+    # Set True by random ops (their observers get the RNG state from just before forward).
+    uses_rng = False
+    # Set True by nodes whose backward may also send gradients past their own edges,
+    # to nodes recorded before them: they leave ``(edge, grad)`` pairs in ``self.spilled``.
+    spills = False
 
-    __slots__ = ("saved", "next", "seq", "needs_input_grad", "requires_grad",
+    __slots__ = ("_saved", "_unpack", "next", "seq", "needs_input_grad", "requires_grad",
                  "out_meta", "fwd_flops", "freed", "device")
 
     def __init__(self):
-        self.saved = ()
+        self._saved = ()
+        self._unpack = None
         self.requires_grad = False
         self.freed = False
 
@@ -120,13 +343,40 @@ class Function:
         """Backward FLOPs: by default the forward's once per input that needs a gradient."""
         return self.fwd_flops * sum(self.needs_input_grad)
 
-    # --- used by ops ------------------------------------------------------------
+    # --- saved arrays -------------------------------------------------------------
     def save_for_backward(self, *arrays):
-        """Keep ``arrays`` until backward has run (only when a gradient is needed)."""
+        """Keep ``arrays`` until backward has run (only when a gradient is needed).
+
+        Each passes the innermost ``saved_arrays_hooks`` pack hook, if any.
+        """
         if self.requires_grad:
-            for a in arrays:
-                profiler.track(a)
-            self.saved = arrays
+            hooks = _state.hooks
+            if hooks and hooks[-1] is not None:
+                pack, self._unpack = hooks[-1]
+                with _hooks_paused():
+                    self._saved = tuple(None if a is None else profiler.track(pack(a)) for a in arrays)
+            else:
+                for a in arrays:
+                    profiler.track(a)
+                self._saved = arrays
+                self._unpack = None
+
+    @property
+    def saved(self):
+        """The arrays ``forward`` saved, through their unpack hook (None once released)."""
+        unpack = self._unpack
+        if unpack is None or self._saved is None:
+            return self._saved
+        with _hooks_paused():
+            return tuple(None if h is None else unpack(h) for h in self._saved)
+
+    @saved.setter
+    def saved(self, arrays):
+        self._saved, self._unpack = arrays, None
+
+    def saved_arrays(self):
+        """The unpacked saved arrays (the same as ``self.saved``)."""
+        return self.saved
 
     @property
     def name(self) -> str:
@@ -134,55 +384,105 @@ class Function:
 
     @property
     def saved_bytes(self) -> int:
-        """Bytes of the arrays this node saved (0 once released)."""
-        return sum(getattr(a, "nbytes", 0) for a in (self.saved or ()))
+        """Bytes this node holds for backward, as stored (packed), 0 once released."""
+        return sum(getattr(a, "nbytes", 0) for a in (self._saved or ()))
 
     def release(self):
         """Drop saved arrays and edges: this node cannot run backward again."""
-        self.saved = None
+        self._saved = None
+        self._unpack = None
         self.next = None
         self.freed = True
 
     # --- recording --------------------------------------------------------------
+    def record(self, inputs, outs, device, flops=0, needs=None):
+        """Put this node on the tape: sequence number, edges to ``inputs``, output metadata.
+
+        ``outs`` are the output arrays; returns them wrapped as Tensors made by
+        this node. The one place a node is recorded (ops, checkpoints, chains).
+        """
+        if needs is None:
+            needs = tuple(t.requires_grad for t in inputs)
+        self.requires_grad = True
+        self.needs_input_grad = needs
+        self.seq = next(_seq)
+        self.next = tuple(t._edge() if n else None for t, n in zip(inputs, needs))
+        self.out_meta = tuple((o.shape, o.dtype) for o in outs)
+        self.device = device
+        self.fwd_flops = flops
+        make = _Tensor._make
+        return tuple(make(o, device, True, self, i) for i, o in enumerate(outs))
+
     @classmethod
     def apply(cls, *inputs, **kwargs):
         """Run the op on tensors; record a node when any input needs a gradient."""
+        st = _state
         node = cls()
         needs = tuple(t.requires_grad for t in inputs)
-        record = _grad_enabled[-1] and any(needs)
-        if _watchers and not _grad_enabled[-1] and any(needs):
-            _watchers[-1][0] = True
+        record = st.grad_enabled and True in needs
         node.requires_grad = record
         if record:
             node.needs_input_grad = needs
-        dev = inputs[0].device if inputs else None
+        dev = inputs[0]._device if inputs else None
         for t in inputs:
             if t._device is not dev and t._device != dev:
                 from .errors import DeviceError  # noqa: PLC0415
                 raise DeviceError(f"{cls.__name__}: inputs are on different devices ({dev} and {t._device}); "
                                   f"move them to one device with .to('{dev}')")
+        arrays = [t._data for t in inputs]
+        observers = st.observers
+        rng_state = _random.get_rng_state({_random.CPU, dev} - {None}) if observers and cls.uses_rng else None
         replayed = False
-        if _selective and _selective[-1] is not None and _selective[-1].wants(cls):
-            out, replayed = _selective[-1].run(node, [t.data for t in inputs], kwargs)
-        else:
-            out = node.forward(*[t.data for t in inputs], **kwargs)
-        Tensor = _t.Tensor
-        if cls.n_outputs == 1:
-            outs = (Tensor._make(out, dev, record, node if record else None, 0),)
-        else:
-            outs = tuple(Tensor._make(o, dev, record, node if record else None, i) for i, o in enumerate(out))
-        flops = node.flops([t.data for t in inputs], out) if profiler._active or record else 0
+        outer, st.node = st.node, node
+        try:
+            pol = st.policies
+            if pol and pol[-1] is not None and pol[-1].wants(cls):
+                out, replayed = pol[-1].run(node, arrays, kwargs, inputs)
+            else:
+                out = node.forward(*arrays, **kwargs)
+        finally:
+            st.node = outer
+        outs = (out,) if cls.n_outputs == 1 else tuple(out)
+        flops = node.flops(arrays, out) if record or profiler._active or observers else 0
         if record:
-            node.seq = next(_seq)
-            node.next = tuple(t._edge() if n else None for t, n in zip(inputs, needs))
-            node.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
-            node.device = dev
-            node.fwd_flops = flops
+            results = node.record(inputs, outs, dev, flops, needs)
         else:
-            node.saved = None
+            node._saved = None
+            flag = st.propagate > 0 and True in needs
+            make = _Tensor._make
+            results = tuple(make(o, dev, flag and o.dtype.kind == "f", None, i) for i, o in enumerate(outs))
         if profiler._active:
             profiler.record_op(cls.__name__, 0 if replayed else flops)
-        return outs[0] if cls.n_outputs == 1 else outs
+        if observers:
+            _notify(cls, node if record else None, inputs, results, kwargs, flops, rng_state)
+        return results[0] if cls.n_outputs == 1 else results
+
+    @staticmethod
+    def replay_forward(fn_cls, input_arrays, kwargs=None, rng_state=None):
+        """Run ``fn_cls``'s forward on arrays without recording, inside ``recomputing(rng_state)``.
+
+        Returns the output array (a tuple for several outputs). FLOPs are booked
+        to the "recompute" phase. For dynamic rematerialization and graph plans.
+        """
+        node = fn_cls()
+        arrays = list(input_arrays)
+        with recomputing(rng_state):
+            out = node.forward(*arrays, **(kwargs or {}))
+            if profiler._active:
+                profiler.record_op(fn_cls.__name__, node.flops(arrays, out))
+        return out
+
+
+def _notify(cls, node, inputs, results, kwargs, flops, rng_state):
+    st = _state
+    event = OpEvent(cls, node, tuple(inputs), results, kwargs, flops, rng_state, st.recompute_depth > 0)
+    observers = st.observers
+    st.observers = []             # what an observer runs is not observed
+    try:
+        for callback in observers:
+            callback(event)
+    finally:
+        st.observers = observers
 
 
 def _writeable(a) -> bool:
@@ -200,7 +500,7 @@ def _accumulate_leaf(leaf, g, assigned: set):
         if id(g) in assigned or not _writeable(g) or not g.flags.c_contiguous or g.base is not None:
             g = g.copy()
         assigned.add(id(g))
-        leaf.grad = _t.Tensor._make(g, leaf.device, False, None, 0)
+        leaf.grad = _Tensor._make(g, leaf.device, False, None, 0)
     else:
         acc = leaf.grad.data
         if id(acc) not in assigned and _writeable(acc) and acc.dtype == g.dtype:
@@ -233,15 +533,19 @@ def _pass_gradient(buffers, heap, node, k, g):
         buf[k] = profiler.track(old + g)
 
 
-def run_backward(box: list, retain_graph: bool = False):
+def run_backward(box: list, retain_graph: bool = False, boundary=None):
     """Backpropagate from roots: ``box`` holds ``(tensor, grad_array)`` pairs and is emptied.
 
     Taking the pairs in a list that we empty (rather than as arguments) means
     no caller frame keeps the incoming gradients alive while backward runs.
+    With ``boundary`` (a sequence number), nodes recorded before it are not
+    run: the gradients meant for them are returned as ``[((node, k), grad)]``
+    (a checkpoint's local backward hands them on to the outer one this way).
     """
     heap = []
     buffers = {}
     assigned: set = set()
+    spilled = []
     root = g = node = None
     while box:
         root, g = box.pop()
@@ -250,45 +554,64 @@ def run_backward(box: list, retain_graph: bool = False):
             if root.requires_grad:
                 _accumulate_leaf(root, g, assigned)
             continue
+        if boundary is not None and node.seq < boundary:
+            spilled.append(((node, root._idx), g))
+            continue
         _pass_gradient(buffers, heap, node, root._idx, g)
     del root, g, node
-    with profiler.phase("backward"):
-        while heap:
-            node = heapq.heappop(heap)[2]
-            grads = buffers.pop(node)
-            if node.freed:
-                raise GraphError(
-                    f"backward through {node.name} a second time: its saved arrays were freed by the "
-                    "first backward. Pass retain_graph=True to the first backward() if you need to "
-                    "backpropagate through the same graph twice.")
-            for i, (shape, dtype) in enumerate(node.out_meta):
-                if grads[i] is None:
-                    grads[i] = node.device.xp.zeros(shape, dtype)
-            if node.takes_grad_box:
-                in_grads = node.backward(grads)
-            else:
-                in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
-            for gi in in_grads:       # counted while the incoming gradient is still held, as it is
-                if gi is not None:
-                    profiler.track(gi)
-            if profiler._active:      # the row shows the op's saved arrays and its gradients together
-                profiler.record_op(node.name, node.backward_flops())
-            del grads
-            edges = node.next
-            if not retain_graph:
-                node.release()
-            in_grads = list(in_grads)
-            for n, edge in enumerate(edges):
-                gi, in_grads[n] = in_grads[n], None     # hand each gradient on without a spare reference
-                if edge is None or gi is None:
-                    continue
-                target, k = edge
-                if target.__class__ is _t.Tensor or isinstance(target, _t.Tensor):
-                    _accumulate_leaf(target, gi, assigned)
-                else:
-                    _pass_gradient(buffers, heap, target, k, gi)
-                gi = None
-            del in_grads, edges, edge, gi, node
+    retain = _state.retain
+    retain.append(retain_graph)
+    try:
+        with profiler.phase("backward"):
+            while heap:
+                _run_node(heapq.heappop(heap)[2], buffers, heap, assigned, retain_graph, boundary, spilled)
+    finally:
+        retain.pop()
+    return spilled
+
+
+def _run_node(node, buffers, heap, assigned, retain_graph, boundary, spilled):
+    """Run one node's backward and hand its input gradients on (to leaves, queued nodes or ``spilled``)."""
+    grads = buffers.pop(node)
+    if node.freed:
+        raise GraphError(
+            f"backward through {node.name} a second time: its saved arrays were freed by the "
+            "first backward. Pass retain_graph=True to the first backward() if you need to "
+            "backpropagate through the same graph twice.")
+    for i, (shape, dtype) in enumerate(node.out_meta):
+        if grads[i] is None:
+            grads[i] = node.device.xp.zeros(shape, dtype)
+    if node.takes_grad_box:
+        in_grads = node.backward(grads)
+    else:
+        in_grads = node.backward(grads[0] if node.n_outputs == 1 else tuple(grads))
+    for gi in in_grads:       # counted while the incoming gradient is still held, as it is
+        if gi is not None:
+            profiler.track(gi)
+    if profiler._active:      # the row shows the op's saved arrays and its gradients together
+        profiler.record_op(node.name, node.backward_flops())
+    del grads
+    pairs = list(zip(node.next, in_grads))
+    if node.spills:
+        pairs += node.spilled
+        node.spilled = []
+    del in_grads
+    if not retain_graph:
+        node.release()
+    del node
+    pairs.reverse()           # hand gradients on in edge order, as the sums were always made
+    while pairs:
+        edge, gi = pairs.pop()     # hand each gradient on without a spare reference
+        if edge is None or gi is None:
+            continue
+        target, k = edge
+        if target.__class__ is _Tensor or isinstance(target, _Tensor):
+            _accumulate_leaf(target, gi, assigned)
+        elif boundary is not None and target.seq < boundary:
+            spilled.append((edge, gi))
+        else:
+            _pass_gradient(buffers, heap, target, k, gi)
+        del edge, gi, target
 
 
 class Tape:
@@ -317,28 +640,31 @@ class Tape:
     __repr__ = __str__
 
 
-def tape(t) -> Tape:
-    """The tape (Wengert list) that produced tensor ``t``: its nodes in execution order."""
+def tape(t, boundary=None) -> Tape:
+    """The tape (Wengert list) that produced tensor ``t``: its nodes in execution order.
+
+    With ``boundary`` (a sequence number), nodes recorded before it are left out.
+    """
     seen, stack, nodes = set(), [t._node] if t._node is not None else [], []
     while stack:
         n = stack.pop()
-        if id(n) in seen:
+        if id(n) in seen or (boundary is not None and n.seq < boundary):
             continue
         seen.add(id(n))
         nodes.append(n)
         for e in n.next or ():
-            if e is not None and not isinstance(e[0], _t.Tensor):
+            if e is not None and not isinstance(e[0], _Tensor):
                 stack.append(e[0])
     nodes.sort(key=lambda n: n.seq)
     return Tape(nodes)
 
 
-def leaves(t) -> list:
+def leaves(t, boundary=None) -> list:
     """The leaf tensors requiring grad that ``t`` depends on (its parameters and inputs)."""
     out, seen = [], set()
-    for n in tape(t).nodes:
+    for n in tape(t, boundary).nodes:
         for e in n.next or ():
-            if e is not None and isinstance(e[0], _t.Tensor) and id(e[0]) not in seen:
+            if e is not None and isinstance(e[0], _Tensor) and id(e[0]) not in seen:
                 seen.add(id(e[0]))
                 out.append(e[0])
     if t._node is None and t.requires_grad:

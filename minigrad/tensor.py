@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from . import autograd, profiler
+from . import autograd, ops, profiler
 from . import random as _random
 from .backend import CPU, device as _device, device_of, is_array, to_device
 from .errors import DeviceError, DTypeError, GraphError
@@ -375,7 +375,7 @@ def _unary(name, op):
     return fn
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+autograd.use_tensor_class(Tensor)
 
 exp = _unary("exp", ops.Exp)
 log = _unary("log", ops.Log)

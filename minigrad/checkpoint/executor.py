@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 from .. import autograd, profiler
 from .. import random as _random
-from ..autograd import Function, enable_grad, no_grad
+from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing
 from ..errors import CheckpointError, ScheduleError
 from ..tensor import Tensor
-from .function import check_same_meta, recompute_context, rng_devices, watch_requires_grad
+from .function import check_same_meta, check_same_modes, module_modes, rng_devices
 from . import schedules
 from .policies import PLAIN, Storage
 from .schedules import Schedule
@@ -36,16 +36,20 @@ class _Run:
         self.slots = {0: x.data}
         self.cur, self.cur_i = x.data, 0
         self.records = []          # (i, input leaf, output tensor), innermost last
+        self.start = autograd.tape_position()   # nodes recorded before it are outside the chain
+        self.spilled = []          # gradients for captured tensors computed outside the chain
         # Per layer: the RNG state before its first run and the (shape, dtype) it produced.
         # Lists of shared objects (consecutive equal entries are one object), so a deep
         # chain costs a pointer per layer here, not a dict.
         self.rng = [None] * (len(layers) + 1)
         self.meta = [None] * (len(layers) + 1)
+        # Per activation: does it depend on anything needing a gradient? (x_0: its own flag)
+        self.needs = [None] * (len(layers) + 1)
+        self.needs[0] = x.requires_grad
         self.devs = rng_devices([x])
 
     def _leaf(self, i):
-        need = self.x_requires_grad if i == 1 else True
-        return Tensor._make(self.cur, self.device, need, None, 0)
+        return Tensor._make(self.cur, self.device, self.needs[i - 1], None, 0)
 
     def run_layer(self, i, record, first_sweep):
         """Run layer i from the current activation (recording its graph or not) and make x_i current.
@@ -69,6 +73,7 @@ class _Run:
                                       f"{type(y).__name__}; every layer must return one Tensor")
             meta = (y.shape, y.dtype)
             self.meta[i] = self.meta[i - 1] if meta == self.meta[i - 1] else meta
+            self.needs[i] = y.requires_grad and y.dtype.kind == "f"
         elif (y.shape, y.dtype) != self.meta[i]:
             check_same_meta(_layer_name(self.layers, i), [self.meta[i]], [(y.shape, y.dtype)])
         if record:
@@ -93,8 +98,12 @@ class _Run:
         else:
             raise CheckpointError(f"checkpoint_sequential: cannot run action {action} in the forward pass")
 
-    def reverse(self, i, box):
-        """Backpropagate the gradient in ``box`` through recorded layer i; returns the input's gradient."""
+    def reverse(self, i, box, retain=False):
+        """Backpropagate the gradient in ``box`` through recorded layer i; returns the input's gradient.
+
+        The local backward stops at nodes recorded before the chain ran (a
+        captured tensor's producer); their gradients wait in ``self.spilled``.
+        """
         j, x, y = self.records.pop()
         assert j == i, (j, i)
         # Hand the output over to backward without keeping a reference here, so it can be
@@ -103,40 +112,61 @@ class _Run:
         roots = [(y, box.pop())] if y.requires_grad else []
         box.clear()
         del y
-        autograd.run_backward(roots)
+        self.spilled += autograd.run_backward(roots, retain_graph=retain, boundary=self.start)
         g = x.grad.data if x.grad is not None else None
+        x.grad = None
         del x
         return g
+
+    def snapshot(self):
+        """What backward consumes, kept aside so a retained graph can be reversed again."""
+        return dict(self.slots), list(self.records), self.cur, self.cur_i
+
+    def restore_snapshot(self, snap):
+        slots, records, self.cur, self.cur_i = snap
+        self.slots, self.records = dict(slots), list(records)
 
 
 class SequentialCheckpoint(Function):
     """The node standing for a whole checkpointed chain; its backward runs the rest of the schedule."""
 
     takes_grad_box = True
+    spills = True
 
     def backward(self, box):
         run, actions = self.run, self.schedule.backward_actions()
+        check_same_modes("checkpoint_sequential", self.modes)
+        retain = autograd.retains_graph()
+        snap = run.snapshot() if retain else None
         grad_box = [box.pop()]
         g = None
         # One recompute context for the whole reverse sweep: layers re-run here must
         # not update state, and the RNG is put back where the forward pass left it.
-        with recompute_context(rng_state={}):
-            for action in actions:
-                if action.kind == "reverse":
-                    if g is not None:
-                        grad_box.append(g)
-                        g = None
-                    g = run.reverse(action.i, grad_box)
-                    if g is None and action.i > 1:
-                        raise CheckpointError(f"checkpoint_sequential: no gradient reached the input of "
-                                              f"{_layer_name(run.layers, action.i)}")
-                else:
-                    run.step(action, first_sweep=False)
-        self.run = None
+        try:
+            with recomputing(rng_state={}):
+                for action in actions:
+                    if action.kind == "reverse":
+                        if g is not None:
+                            grad_box.append(g)
+                            g = None
+                        g = run.reverse(action.i, grad_box, retain)
+                        if g is None:
+                            break      # a detach() (or an op without gradient) cut the chain here
+                    else:
+                        run.step(action, first_sweep=False)
+            self.spilled, run.spilled = run.spilled, []
+        finally:
+            run.records.clear()
+            if retain:
+                run.restore_snapshot(snap)
         return (g if self.needs_input_grad[0] else None,)
 
     def backward_flops(self):
         return 0   # the layers' ops book their own FLOPs
+
+    def release(self):
+        super().release()
+        self.run = self.modes = None
 
     @property
     def saved_bytes(self):
@@ -162,27 +192,18 @@ def run_schedule(layers, x: Tensor, schedule: Schedule, store_dtype=None, offloa
         return x
     storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else PLAIN
     run = _Run(layers, schedule, x, storage)
-    with watch_requires_grad() as touched:
+    modes = module_modes(layers)
+    with propagating_requires_grad():
         for action in schedule.forward_actions():
             run.step(action, first_sweep=True)
-    last = run.records[-1][2] if run.records and run.records[-1][0] == schedule.L else None
-    needs = touched[0] or x.requires_grad or (last is not None and last.requires_grad) or \
-        any(r[2].requires_grad for r in run.records)
     out_data = run.cur
-    if not needs:
+    if not run.needs[schedule.L]:
         return Tensor._make(out_data, x.device, False, None, 0)
     node = SequentialCheckpoint()
-    node.requires_grad = True
-    node.needs_input_grad = (x.requires_grad,)
-    node.saved = ()
-    node.run, node.schedule = run, schedule
-    node.seq = next(autograd._seq)
-    node.next = (x._edge() if x.requires_grad else None,)
-    node.out_meta = ((out_data.shape, out_data.dtype),)
-    node.device = x.device
-    node.fwd_flops = 0
+    node.run, node.schedule, node.modes = run, schedule, modes
+    node.spilled = []
     run.cur = None
-    return Tensor._make(out_data, x.device, True, node, 0)
+    return node.record([x], [out_data], x.device)[0]
 
 
 class ChainCosts(NamedTuple):
@@ -227,7 +248,8 @@ def measure_chain(layers, x: Tensor) -> ChainCosts:
     cur = x.data
     state = _random.get_rng_state(rng_devices([x]))
     try:
-        with recompute_context(rng_state=state):
+        outside = autograd.tape_position()  # the caller's graph: never run, never freed here
+        with recomputing(rng_state=state):
             for layer in layers:
                 leaf = Tensor._make(cur, x.device, True, None, 0)
                 before = profiler.live_bytes()
@@ -244,7 +266,7 @@ def measure_chain(layers, x: Tensor) -> ChainCosts:
                 sizes.append(out.nbytes)
                 extras.append(max(0, profiler.live_bytes() - before - out.nbytes))
                 flops.append(prof.flops["recompute"])
-                used = [t for t in autograd.leaves(y) if t is not leaf]
+                used = [t for t in autograd.leaves(y, boundary=outside) if t is not leaf]
                 found.append(used)
                 back.append(0)
                 if y.requires_grad:
@@ -256,7 +278,7 @@ def measure_chain(layers, x: Tensor) -> ChainCosts:
                         tracemalloc.reset_peak()
                         start = tracemalloc.get_traced_memory()[0]
                     with profiler.profile() as bprof:
-                        autograd.run_backward([(y, seed)])
+                        autograd.run_backward([(y, seed)], boundary=outside)
                     del seed
                     back[-1] = bprof.peak_bytes - bprof.start_bytes
                     if trace:

@@ -2,51 +2,38 @@
 
 The segment becomes one node on the tape that saves only its tensor inputs
 and the random-number state. In backward the node re-runs ``fn`` with
-recording, inside the *recompute context* (BatchNorm does not update its
-running statistics there; dropout replays its masks from the saved RNG
+recording, inside the core's ``recomputing`` mode (BatchNorm does not update
+its running statistics there; dropout replays its masks from the saved RNG
 state), backpropagates through that local tape, and lets it go.
+
+Note [What a checkpoint node sees]
+1. Its inputs are every tensor found in ``args`` and ``kwargs``, nested in lists,
+   tuples and dicts; each gets an edge. A tensor appearing twice is one input.
+2. Tensors captured from the enclosing scope are not inputs: the recompute uses
+   them as they are. Leaves (parameters) get their gradients directly; for a
+   captured non-leaf the local backward stops at its node (recorded before the
+   recompute began) and the node hands that gradient on to the outer backward.
+3. Inputs are saved with ``save_for_backward``, so a ``Storage`` (float16,
+   offload) applies to them as a pair of saved-array hooks.
+4. The forward runs under ``no_grad`` while propagating ``requires_grad``: an
+   output depending on nothing that needs a gradient (or not floating) is
+   returned as a plain tensor, as PyTorch does.
+5. Backward may run again after ``backward(retain_graph=True)``: the node keeps
+   what it needs until the engine releases it.
+6. Recompute checks what it can against the forward: output shapes and dtypes,
+   train/eval mode of the modules ``fn`` is or captures, and the ops a selective
+   policy replays (see ``policies.Selection``).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from .. import autograd, profiler
+from .. import autograd
 from .. import random as _random
-from ..autograd import Function, enable_grad, no_grad
+from ..autograd import Function, enable_grad, no_grad, propagating_requires_grad, recomputing, selective
 from ..errors import CheckpointError
 from ..tensor import Tensor
-from .policies import PLAIN, Selection, Storage, check_policy
+from .policies import Selection, Storage, check_policy
 
-
-@contextmanager
-def recompute_context(rng_state=None):
-    """Re-running a forward during backward: no state updates, RNG replayed, FLOPs booked to "recompute".
-
-    On exit the generators are put back where they were, so the next step's
-    random numbers are exactly those it would draw without checkpointing.
-    """
-    resume = _random.get_rng_state() if rng_state is not None else None
-    if rng_state is not None:
-        _random.set_rng_state(rng_state)
-    autograd._recompute_depth[0] += 1
-    try:
-        with profiler.phase("recompute"):
-            yield
-    finally:
-        autograd._recompute_depth[0] -= 1
-        if resume is not None:
-            _random.set_rng_state(resume)
-
-
-@contextmanager
-def watch_requires_grad():
-    """While running without recording, note whether any op touched a tensor that needs a gradient."""
-    flag = [False]
-    autograd._watchers.append(flag)
-    try:
-        yield flag
-    finally:
-        autograd._watchers.pop()
+recompute_context = recomputing     # the name this package used before the core made it public
 
 
 def rng_devices(tensors):
@@ -74,6 +61,41 @@ def check_same_meta(where, expected, got):
                 "forward and backward).")
 
 
+def module_modes(*objs):
+    """``(module, training)`` for every module among ``objs``, what they wrap and what closures capture."""
+    found, seen = [], set()
+    stack = list(objs)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if hasattr(o, "modules") and hasattr(o, "training"):
+            found.extend((m, m.training) for m in o.modules())
+        elif hasattr(o, "__self__"):                     # a bound method of a module
+            stack.append(o.__self__)
+        elif getattr(o, "__closure__", None):
+            for cell in o.__closure__:
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:                       # an empty cell
+                    pass
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+    return found
+
+
+def check_same_modes(where, modes):
+    """Raise CheckpointError when a module's train/eval mode changed between forward and recompute."""
+    for m, training in modes:
+        if m.training != training:
+            was, now = ("train", "eval") if training else ("eval", "train")
+            raise CheckpointError(
+                f"checkpoint: {type(m).__name__} inside {where} was in {was} mode during the forward pass but "
+                f"is in {now} mode now, in backward; recomputing it would not reproduce the forward (dropout "
+                f"masks, batch statistics). Call .{was}() only after backward, or backward before switching.")
+
+
 def _outputs(out, fn):
     if isinstance(out, Tensor):
         return (out,), False
@@ -83,96 +105,141 @@ def _outputs(out, fn):
                           "must return a Tensor or a tuple of Tensors (return other values outside it)")
 
 
+class _Slot:
+    """Where input k sat in the arguments (a placeholder in the saved structure)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+
+def _flatten(obj, inputs, index):
+    """``obj`` with each tensor replaced by a ``_Slot``; the tensors appended to ``inputs`` (once each)."""
+    if isinstance(obj, Tensor):
+        k = index.get(id(obj))
+        if k is None:
+            k = index[id(obj)] = len(inputs)
+            inputs.append(obj)
+        return _Slot(k)
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_flatten(o, inputs, index) for o in obj)
+    if isinstance(obj, dict):
+        return type(obj)((key, _flatten(v, inputs, index)) for key, v in obj.items())
+    return obj
+
+
+def _fill(obj, tensors):
+    """The inverse of ``_flatten``: put ``tensors[k]`` back where ``_Slot(k)`` stands."""
+    if isinstance(obj, _Slot):
+        return tensors[obj.k]
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_fill(o, tensors) for o in obj)
+    if isinstance(obj, dict):
+        return type(obj)((key, _fill(v, tensors)) for key, v in obj.items())
+    return obj
+
+
 class CheckpointFunction(Function):
     """The node standing for a checkpointed segment: saves the inputs, recomputes in backward."""
 
     takes_grad_box = True
+    spills = True
 
     def backward(self, box):
-        inputs = [Tensor._make(self.storage.load(a, dt, self.device), self.device, need, None, 0)
-                  for a, dt, need in zip(self.saved, self.in_dtypes, self.needs_input_grad)]
-        self.saved = ()
-        args = list(self.args)
-        for pos, t in zip(self.tensor_pos, inputs):
-            args[pos] = t
-        selection = Selection(self.policy, self.kept) if self.policy is not None else None
-        self.kept = None
-        with recompute_context(self.rng_state), enable_grad(), _selecting(selection):
-            out = self.fn(*args, **self.kwargs)
-        del selection
+        arrays = self.saved
+        leaves = [Tensor._make(a if a.dtype == dt else a.astype(dt), self.device, need, None, 0)
+                  for a, dt, need in zip(arrays, self.in_dtypes, self.needs_input_grad)]
+        del arrays
+        args, kwargs = _fill(self.structure, leaves)
+        where = fn_name(self.fn)
+        check_same_modes(where, self.modes)
+        selection = Selection(self.policy, self.kept, leaves) if self.policy is not None else None
+        if not autograd.retains_graph():      # let go now, so each can be freed once backward is done with it
+            self.saved, self.kept = (), None
+        boundary = autograd.tape_position()
+        with recomputing(self.rng_state), enable_grad(), selective(selection):
+            out = self.fn(*args, **kwargs)
+        del selection, args, kwargs
         outs, _ = _outputs(out, self.fn)
-        del out, args
-        check_same_meta(fn_name(self.fn), self.out_meta, [(o.shape, o.dtype) for o in outs])
+        del out
+        outs = [outs[k] for k in self.out_index] if len(outs) == self.n_all else outs
+        check_same_meta(where, self.out_meta, [(o.shape, o.dtype) for o in outs])
         roots = [(o, box[k]) for k, o in enumerate(outs) if o.requires_grad]
         box.clear()
         del outs
-        autograd.run_backward(roots)
+        spilled = autograd.run_backward(roots, boundary=boundary)
+        for (node, _), _ in spilled:
+            if node.seq > self.seq:
+                raise CheckpointError(f"checkpoint: recomputing {where} used a tensor computed after the "
+                                      "checkpoint ran; a checkpointed function must use the same tensors in "
+                                      "backward as in its forward pass")
+        self.spilled = spilled
         return tuple(t.grad.data if (need and t.grad is not None) else None
-                     for t, need in zip(inputs, self.needs_input_grad))
+                     for t, need in zip(leaves, self.needs_input_grad))
 
     def backward_flops(self):
         return 0   # the recomputed ops book their own FLOPs
 
-
-@contextmanager
-def _selecting(selection):
-    """Make ``selection`` (or None: hide ops from any outer policy) the innermost policy state."""
-    autograd._selective.append(selection)
-    try:
-        yield selection
-    finally:
-        autograd._selective.pop()
+    def release(self):
+        super().release()
+        self.fn = self.structure = self.kept = self.modes = None
 
 
 def checkpoint(fn, *args, preserve_rng_state=True, policy=None, store_dtype=None, offload=False, **kwargs):
     """Run ``fn(*args, **kwargs)`` keeping none of its activations; recompute them during backward.
 
-    Returns what ``fn`` returns (a Tensor or a tuple of Tensors). Non-tensor
-    arguments pass through unchanged; checkpoints nest. Parameters used inside
-    ``fn`` get their gradients even when no input requires grad. With
-    ``preserve_rng_state`` (default) random ops such as dropout draw the same
-    numbers when recomputed. ``policy`` (e.g. ``save_matmuls``) keeps chosen
-    ops' outputs instead of recomputing them; ``store_dtype`` (e.g.
-    ``"float16"``) stores the inputs in a narrower dtype; ``offload`` keeps them
-    in host memory while they wait.
+    Returns what ``fn`` returns (a Tensor or a tuple of Tensors). Tensors may
+    come positionally, by keyword, nested in lists/tuples/dicts, or captured
+    from the enclosing scope; non-tensor arguments pass through unchanged;
+    checkpoints nest. With ``preserve_rng_state`` (default) random ops such as
+    dropout draw the same numbers when recomputed. ``policy`` (e.g.
+    ``save_matmuls``) keeps chosen ops' outputs instead of recomputing them;
+    ``store_dtype`` (e.g. ``"float16"``) stores the inputs in a narrower dtype;
+    ``offload`` keeps them in host memory while they wait. See Note [What a
+    checkpoint node sees].
     """
     if not callable(fn):
         raise CheckpointError(f"checkpoint: the first argument must be callable, got {type(fn).__name__}")
     check_policy(policy)
-    storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else PLAIN
-    tensor_pos = [k for k, a in enumerate(args) if isinstance(a, Tensor)]
-    inputs = [args[k] for k in tensor_pos]
+    storage = Storage(store_dtype, offload) if (store_dtype is not None or offload) else None
     if not autograd.is_grad_enabled():
-        with _selecting(None):
+        with selective(None):
             out = fn(*args, **kwargs)
         _outputs(out, fn)
         return out
+    inputs, index = [], {}
+    structure = _flatten((args, kwargs), inputs, index)
     rng_state = _random.get_rng_state(rng_devices(inputs)) if preserve_rng_state else None
-    selection = Selection(policy) if policy is not None else None
-    with watch_requires_grad() as touched, no_grad(), _selecting(selection):
+    modes = module_modes(fn)
+    selection = Selection(policy, inputs=inputs) if policy is not None else None
+    with no_grad(), propagating_requires_grad(), selective(selection):
         out = fn(*args, **kwargs)
     outs, is_tuple = _outputs(out, fn)
     del out
-    if not (touched[0] or any(t.requires_grad for t in inputs)):
-        return outs if is_tuple else outs[0]
+    out_index = [k for k, o in enumerate(outs) if o.requires_grad and o.dtype.kind == "f"]
+    if not out_index:
+        plain = tuple(o if not o.requires_grad else o.detach() for o in outs)
+        return plain if is_tuple else plain[0]
     devs = {str(t.device) for t in inputs} | {str(o.device) for o in outs}
     if len(devs) > 1:
         raise CheckpointError(f"checkpoint: {fn_name(fn)} mixes devices {sorted(devs)}; keep a segment on one device")
     node = CheckpointFunction()
     node.requires_grad = True
-    node.needs_input_grad = tuple(t.requires_grad for t in inputs)
-    node.saved = tuple(storage.store(t.data) for t in inputs)
+    if storage is None:
+        node.save_for_backward(*[t.data for t in inputs])
+    else:
+        with autograd.saved_arrays_hooks(storage.pack, storage.unpack):
+            node.save_for_backward(*[t.data for t in inputs])
     node.in_dtypes = tuple(t.dtype for t in inputs)
-    node.storage, node.policy = storage, policy
+    node.policy = policy
     node.kept = selection.kept if selection is not None else None
-    node.fn, node.kwargs, node.tensor_pos = fn, kwargs, tensor_pos
-    node.args = tuple(None if k in tensor_pos else a for k, a in enumerate(args))
+    node.fn, node.structure, node.modes = fn, structure, modes
     node.rng_state = rng_state
-    node.n_outputs = len(outs)
-    node.seq = next(autograd._seq)
-    node.next = tuple(t._edge() if t.requires_grad else None for t in inputs)
-    node.out_meta = tuple((o.shape, o.dtype) for o in outs)
-    node.device = outs[0].device
-    node.fwd_flops = 0
-    results = tuple(Tensor._make(o.data, o.device, True, node, k) for k, o in enumerate(outs))
-    return results if is_tuple else results[0]
+    node.n_outputs, node.n_all, node.out_index = len(out_index), len(outs), out_index
+    node.spilled = []
+    made = node.record(inputs, [outs[k].data for k in out_index], outs[out_index[0]].device)
+    results = list(o if not o.requires_grad else o.detach() for o in outs)
+    for j, k in enumerate(out_index):
+        results[k] = made[j]
+    return tuple(results) if is_tuple else results[0]

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops, profiler
+from .. import autograd, ops, profiler
 from ..autograd import Function
-from ..backend import to_device
+from ..backend import device_of, to_device
 from ..errors import CheckpointError, DTypeError
+from ..tensor import Tensor
 
 MATMUL_OPS = (ops.MatMul, ops.Linear)
 
@@ -63,13 +64,21 @@ def check_policy(policy, where="checkpoint"):
 
 
 class Selection:
-    """The running state of a policy inside one segment: outputs kept in forward, reused in recompute."""
+    """The running state of a policy inside one segment: outputs kept in forward, reused in recompute.
 
-    def __init__(self, policy, kept=None):
+    Each kept output is noted with the op and its operands: a tensor from
+    outside the segment (a parameter, a captured tensor) by identity, one made
+    inside it by shape and dtype. Recompute must reach the same ops with the
+    same operands, or reusing a kept output would silently give another gradient.
+    """
+
+    def __init__(self, policy, kept=None, inputs=()):
         self.policy = policy
+        self.inputs = {id(t): k for k, t in enumerate(inputs)}   # the segment's inputs, by position
         self.replaying = kept is not None
         self.kept = [] if kept is None else kept
         self.pos = 0
+        self.boundary = autograd.tape_position()   # nodes from before it belong outside the segment
 
     def wants(self, op) -> bool:
         if not self.policy(op):
@@ -80,24 +89,69 @@ class Selection:
                                   f"be reused in recompute; policies may keep: {names}")
         return True
 
-    def run(self, node, arrays, kwargs):
+    def _signature(self, op, inputs):
+        sig = []
+        for t in inputs:
+            k = self.inputs.get(id(t))
+            if k is not None:
+                sig.append(("input", k))
+                continue
+            node = t._node
+            outside = (node is not None and node.seq < self.boundary) or type(t) is not Tensor
+            sig.append(("tensor", id(t)) if outside else (t.shape, str(t.dtype)))
+        return op, tuple(sig)
+
+    def run(self, node, arrays, kwargs, inputs=()):
         """Compute and keep (forward), or reuse the kept output (recompute). Returns (out, reused)."""
+        sig = self._signature(type(node), inputs)
         if not self.replaying:
             out = node.forward(*arrays, **kwargs)
-            self.kept.append(profiler.track(out))
+            self.kept.append((sig, profiler.track(out)))
             return out, False
         if self.pos >= len(self.kept):
             raise CheckpointError(f"checkpoint policy: recompute ran more kept ops ({type(node).__name__} is "
                                   f"number {self.pos + 1}) than the forward pass ({len(self.kept)}); the "
                                   "checkpointed function must run the same ops each time")
-        out = self.kept[self.pos]
+        was, out = self.kept[self.pos]
+        if was != sig:
+            raise CheckpointError(
+                f"checkpoint policy: kept op number {self.pos + 1} was {was[0].__name__} on operands "
+                f"{_describe(was[1])} in the forward pass, but recompute reached {sig[0].__name__} on "
+                f"{_describe(sig[1])}; reusing its output would give a wrong gradient. The checkpointed "
+                "function must run the same ops on the same tensors in backward as in forward.")
         self.pos += 1
         node.replay(*arrays, out=out, **kwargs)
         return out, True
 
 
+def _describe(sig):
+    def one(s):
+        if s[0] == "tensor":
+            return f"tensor at {hex(s[1])}"
+        return f"input {s[1]}" if s[0] == "input" else f"shape {s[0]} {s[1]}"
+    return "(" + ", ".join(one(s) for s in sig) + ")"
+
+
+class Packed:
+    """A saved array as ``Storage`` keeps it, with the dtype and device to give it back in."""
+
+    __slots__ = ("array", "dtype", "device")
+
+    def __init__(self, array, dtype, device):
+        self.array, self.dtype, self.device = array, dtype, device
+
+    @property
+    def nbytes(self):
+        return self.array.nbytes
+
+
 class Storage:
-    """How a stored activation is held between the forward pass and its use in backward."""
+    """How a stored activation is held between the forward pass and its use in backward.
+
+    ``pack`` / ``unpack`` are a pair of saved-array hooks
+    (``mg.autograd.saved_arrays_hooks(storage.pack, storage.unpack)``);
+    ``store`` / ``load`` do the same for the chain executor's slots.
+    """
 
     def __init__(self, dtype=None, offload=False):
         if dtype is not None:
@@ -130,6 +184,14 @@ class Storage:
         if stored.dtype != dtype:
             stored = stored.astype(dtype)
         return stored
+
+    def pack(self, array):
+        """Saved-array pack hook: ``store`` it, remembering its dtype and device."""
+        return Packed(self.store(array), array.dtype, device_of(array))
+
+    def unpack(self, packed):
+        """Saved-array unpack hook: ``load`` it back."""
+        return self.load(packed.array, packed.dtype, packed.device)
 
     def __repr__(self):
         return f"Storage(dtype={self.dtype}, offload={self.offload})"
