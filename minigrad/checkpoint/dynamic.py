@@ -182,10 +182,11 @@ class _Const:
 class _Saved:
     """What a node holds for one saved array: the array until its op ends, then a ref (or a const)."""
 
-    __slots__ = ("array", "slot", "node", "ref")
+    __slots__ = ("array", "slot", "node", "ref", "nbytes")
 
     def __init__(self, array, slot, node):
         self.array, self.slot, self.node, self.ref = array, slot, node, None
+        self.nbytes = array.nbytes     # what the tape reports as saved, resident or not
 
 
 def _copy_kwargs(kwargs):
