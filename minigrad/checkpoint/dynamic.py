@@ -44,7 +44,7 @@ Note [Dynamic rematerialization]
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import random
 import sys
 import weakref
@@ -108,7 +108,7 @@ def _address(a) -> int:
 
 
 def _geometry(a, root):
-    """How to rebuild the view ``a`` from ``root``: None when ``a`` is ``root``, else (shape, strides, offset, dtype)."""
+    """How to rebuild the view ``a`` from ``root``: None if it is ``root``, else (shape, strides, offset, dtype)."""
     if a is root:
         return None
     return (a.shape, a.strides, _address(a) - _address(root), a.dtype)
@@ -230,25 +230,19 @@ class Dynamic:
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
         self._pending: list = []
         self._slot = [None, 0]         # (id of the node being packed for, next slot index)
-        self._stack = []
+        self._stack = None
 
     # --- the context -------------------------------------------------------------
     def __enter__(self):
-        hooks = autograd.saved_arrays_hooks(self._pack, self._unpack)
-        observer = autograd.op_observer(self._observe)
-        hooks.__enter__()
-        try:
-            observer.__enter__()
-        except BaseException:
-            hooks.__exit__(*sys.exc_info())
-            raise
-        self._stack = [observer, hooks]
+        with contextlib.ExitStack() as stack:      # undone at once if the second cannot enter
+            stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            stack.enter_context(autograd.op_observer(self._observe))
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc):
-        stack, self._stack = self._stack, []
-        for cm in stack:
-            cm.__exit__(*exc)
+        stack, self._stack = self._stack, None
+        stack.__exit__(*exc)
         self._pending = []
         if exc[0] is not None and issubclass(exc[0], BudgetError):
             self.release()
