@@ -30,11 +30,14 @@ Note [Dynamic rematerialization]
    the replay allocates. So in steady state (every op seen once) the resident
    bytes never pass the budget; the first time an op allocates more than any
    before it, ``peak_bytes`` shows it honestly.
-5. A buffer is held while a saved array needs it or while a recipe that may
-   still be replayed reads it (so replays start from resident inputs rather
-   than from the start of the graph: the residual stream of a transformer is
-   read by every LayerNorm's recipe). When neither holds it, it is freed as
-   soon as no tensor holds it either.
+5. A buffer is held while a saved array needs it. Once the region has had to
+   evict (memory is tight), it is also held while a recipe that may still be
+   replayed reads it, so replays start from resident inputs rather than from
+   the start of the graph (the residual stream of a transformer is read by
+   every LayerNorm's recipe); such buffers are evicted first, as long as
+   nothing made from them waits evicted. Before any eviction, keeping them
+   would only cost memory and time (no replay can need them yet). A buffer
+   nothing holds is freed as soon as no tensor holds it either.
 6. Replays run inside ``recomputing(rng_state)``: BatchNorm leaves its running
    statistics alone, random ops redraw the same numbers, FLOPs are booked to
    "recompute". The same op on the same arrays gives the same bits, so
@@ -401,9 +404,9 @@ class Dynamic:
                 self._need(ref)
                 s.array = None
             s.ref = ref
-        if rec.made:
-            # the op made buffers that may be replayed from its inputs: keep the inputs resident (and
-            # evictable) while the recipe lives, instead of freeing them when their tensors die
+        if rec.made and self.evictions:
+            # memory is tight and the op made buffers that may be replayed from its inputs: keep the
+            # inputs resident (and evictable) while the recipe lives (Note 5)
             wrec = weakref.ref(rec)
             for ref in inputs:
                 if ref.__class__ is _Ref:
