@@ -138,13 +138,15 @@ def _rebuildable(root, geom) -> bool:
 class _Record:
     """How to replay one op: class, inputs (refs), keyword arguments, RNG state, FLOPs."""
 
-    __slots__ = ("fn_cls", "needs", "inputs", "kwargs", "rng_state", "flops", "new_bytes", "made", "__weakref__")
+    __slots__ = ("fn_cls", "needs", "inputs", "kwargs", "rng_state", "flops", "new_bytes", "made", "holds",
+                 "__weakref__")
 
     def __init__(self, fn_cls, needs, inputs, kwargs, rng_state, flops):
         self.fn_cls, self.needs, self.inputs = fn_cls, needs, inputs
         self.kwargs, self.rng_state, self.flops = kwargs, rng_state, flops
         self.new_bytes = 0
         self.made = []         # weak references to the buffers this op made (for the neighbourhood)
+        self.holds = []        # (weak reference, buffer): the inputs this recipe keeps resident
 
 
 class _Buffer:
@@ -249,6 +251,9 @@ class Dynamic:
         self._pending = []
         if exc[0] is not None and issubclass(exc[0], BudgetError):
             self.release()
+        else:      # what only recipes held goes now: a tensor kept after the block does not keep its ancestors
+            for buf in [b for b in self._held.values() if self.idle(b) and sys.getrefcount(b.array) == 2]:
+                self._evict(buf)
         return False
 
     def release(self):
@@ -293,13 +298,30 @@ class Dynamic:
         self.resident_bytes -= buf.nbytes
 
     def _unneeded(self, wr, buf, saved):
-        """A saved array pointing into ``buf`` was freed (its node ran backward, or died), or a recipe."""
-        del self._watch[id(wr)]
-        buf.handles -= 1
+        """What held ``buf`` let go: a saved array (its node ran backward, or died) or a recipe.
+
+        A buffer nothing needs any more is dropped (freed unless a live tensor holds
+        it), and the recipe that made it lets go of its inputs once nothing it made
+        is needed either: iteratively, as chains may be long.
+        """
+        if self._watch.pop(id(wr), None) is None:      # let go of earlier, with its recipe
+            return
         buf.saved -= saved
-        if buf.handles == 0 and buf.array is not None:
-            self._held.pop(id(buf), None)
-            buf.array = None          # freed now unless a live tensor still holds it
+        work = [buf]
+        while work:
+            b = work.pop()
+            b.handles -= 1
+            if b.handles:
+                continue
+            if b.array is not None:
+                self._held.pop(id(b), None)
+                b.array = None
+            rec = b.recipe[0]
+            if rec.holds and all((m := w()) is None or m.handles == 0 for w in rec.made):
+                holds, rec.holds = rec.holds, []
+                for w, inp in holds:
+                    if self._watch.pop(id(w), None) is not None:
+                        work.append(inp)
 
     def _need(self, ref, owner=None):
         """``owner`` (a saved array's ref, or a recipe using the buffer) needs ``ref.buf``: hold it meanwhile."""
@@ -310,6 +332,8 @@ class Dynamic:
         # kept by identity: weak references to one owner compare equal, and a set would keep only one
         wr = weakref.ref(owner if owner is not None else ref, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
         self._watch[id(wr)] = wr
+        if owner is not None:
+            owner.holds.append((wr, buf))
         if buf.array is None:
             buf.array = buf.current()
             self._held[id(buf)] = buf
@@ -424,7 +448,8 @@ class Dynamic:
         """Evict until ``need`` more bytes fit the budget; raise if what cannot be evicted does not fit.
 
         After an op (``replay=False``) the reserve is a wish: only resident bytes over
-        the budget are an error. Before a replay the ``need`` is real.
+        the budget are an error. Before a replay the ``need`` is real. After a replay
+        (``replay=None``) only idle buffers are evicted, and nothing is an error.
         """
         if self.resident_bytes + need <= self.budget:
             return
@@ -434,11 +459,11 @@ class Dynamic:
         # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
         # from them waits evicted), in the heuristic's order; then the rest
         free = [b for b in candidates if self.idle(b)]
-        for tier in (free, [b for b in candidates if not self.idle(b)]):
+        for tier in (free, [b for b in candidates if not self.idle(b)] if replay is not None else []):
             while tier and self.resident_bytes + need > self.budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
-        if self.resident_bytes + (need if replay else 0) > self.budget:
+        if replay is not None and self.resident_bytes + (need if replay else 0) > self.budget:
             fixed = self.resident_bytes
             extra = f" plus the {_fmt(need)} the replay allocates" if replay else ""
             raise BudgetError(
@@ -551,6 +576,8 @@ class Dynamic:
         buf.last = self._tick()
         self._add(buf, result)
         self.timeline.append((profiler.current_phase(), f"replay {name}", self.resident_bytes))
+        if self.resident_bytes + self._reserve > self.budget:
+            self._make_room(self._reserve, name, replay=None)    # room for the next op, from idle buffers
         return result
 
 
