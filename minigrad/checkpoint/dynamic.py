@@ -342,15 +342,6 @@ class Dynamic:
         buf = self._by_root.get(id(root))
         return buf if buf is not None and buf.current() is root else None
 
-    def _ref_of(self, array):
-        """A ref to the buffer holding ``array``, or None when the region does not own it."""
-        root = _root(array)
-        buf = self._buffer_of(root)
-        if buf is None:
-            return None
-        geom = _geometry(array, root)
-        return _Ref(buf, geom) if _rebuildable(root, geom) else _Const(array)
-
     # --- hooks -------------------------------------------------------------------------
     def _pack(self, array):
         if not is_array(array):
@@ -417,17 +408,22 @@ class Dynamic:
         for s in pending:
             if s.node != mine:                # left by an op that raised: its node is gone
                 continue
-            root = _root(s.array)
-            if self._buffer_of(root) is None:
+            arr = s.array
+            root = arr if arr.base is None else _root(arr)
+            buf = self._buffer_of(root)
+            if buf is None:
                 if id(root) in outside:
-                    s.ref, s.array = _Const(s.array), None
+                    s.ref, s.array = _Const(arr), None
                     continue
-                self._add(self._new(rec, root, "saved", s.slot, now), root)
-            ref = self._ref_of(s.array)
-            if ref.__class__ is _Ref:
-                self._need(ref)
+                buf = self._new(rec, root, "saved", s.slot, now)
+                self._add(buf, root)
+            geom = None if arr is root else _geometry(arr, root)
+            if _rebuildable(root, geom):
+                s.ref = _Ref(buf, geom)
+                self._need(s.ref)
                 s.array = None
-            s.ref = ref
+            else:
+                s.ref = _Const(arr)
         if rec.made and self.evictions:
             # memory is tight and the op made buffers that may be replayed from its inputs: keep the
             # inputs resident (and evictable) while the recipe lives (Note 5)
