@@ -129,7 +129,8 @@ def test_forward_peak_predicted_equals_profiler():
             for _ in range(40):
                 h = h.tanh()
         assert prof.peak_bytes - prof.start_bytes == d.peak_bytes
-        assert d.peak_bytes == min(41, budget_units) * unit if budget_units < 40 else d.peak_bytes == 40 * unit
+        assert d.peak_bytes == min(40, budget_units) * unit     # 40 outputs, or as many as the budget holds
+        assert (d.evictions > 0) == (budget_units < 40)
         del h
 
 
