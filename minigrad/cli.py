@@ -10,14 +10,15 @@ import time
 import numpy as np
 
 import minigrad as mg
-from minigrad.checkpoint import checkpoint_sequential
+from minigrad.checkpoint import checkpoint_sequential, dynamic
 from minigrad.checkpoint import planner, schedules
 from minigrad.checkpoint.costs import measure_chain
 from minigrad.checkpoint.schedules import parse_bytes
 from minigrad.errors import MinigradError, ScheduleError
 from minigrad.nn import functional as F
 
-STRATEGY_CHOICES = "none, sqrt, recursive, revolve:S (S slots), budget:BYTES (e.g. budget:2MB)"
+STRATEGY_CHOICES = ("none, sqrt, recursive, revolve:S (S slots), budget:BYTES (e.g. budget:2MB), "
+                    "dynamic:BYTES[:HEURISTIC] (e.g. dynamic:2MB)")
 
 
 # --------------------------------------------------------------------------- argument types
@@ -65,6 +66,9 @@ def _strategy(text):
         return name, ({"slots": slots} if slots else {})
     if name == "budget" and arg:
         return name, {"budget": _budget(arg)}
+    if name == "dynamic" and arg:
+        size, _, heuristic = arg.partition(":")
+        return name, {"budget": _budget(size), "heuristic": heuristic or "dtr"}
     raise argparse.ArgumentTypeError(f"invalid checkpoint strategy {text!r}; choose from {STRATEGY_CHOICES}")
 
 
@@ -95,7 +99,7 @@ class MLP(mg.nn.Module):
         self.strategy, self.options = checkpoint
 
     def forward(self, x):
-        if self.strategy == "none":
+        if self.strategy in ("none", "dynamic"):      # dynamic: the whole run is one region (see cmd_train)
             h = self.blocks(x)
         else:
             h = checkpoint_sequential(self.blocks, x, strategy=self.strategy, **self.options)
@@ -148,6 +152,13 @@ def measure_step(model, x, target, loss_fn):
 
 
 def cmd_train(args):
+    if args.checkpoint[0] != "dynamic":
+        return _train(args, None)
+    with dynamic(**args.checkpoint[1]) as region:
+        return _train(args, region)
+
+
+def _train(args, region):
     from tqdm import tqdm  # noqa: PLC0415
 
     device = pick_device(args.device)
@@ -191,7 +202,10 @@ def cmd_train(args):
     print(f"accuracy {acc:.4f} | loss {losses[-1]:.4f} | {args.epochs} epochs in {elapsed:.1f} s on {device} | "
           f"checkpoint {args.checkpoint[0]} | peak activation memory {fmt_bytes(peak)} (batch {batch}) | "
           f"FLOPs per step {fmt_flops(prof.total_flops)} (forward {fmt_flops(f['forward'])}, "
-          f"backward {fmt_flops(f['backward'])}, recompute {fmt_flops(f['recompute'])})")
+          f"backward {fmt_flops(f['backward'])}, recompute {fmt_flops(f['recompute'])})" + (
+              "" if region is None else f" | dynamic {fmt_bytes(region.budget)} ({region.heuristic}): "
+              f"{region.evictions} evictions, {region.remats} replays, recompute {fmt_flops(region.remat_flops)} "
+              f"in all, peak {fmt_bytes(region.peak_bytes)}"))
     if args.plot:
         plot_training(args.plot, model, X, y, losses)
         print(f"wrote {args.plot}")
