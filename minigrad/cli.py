@@ -10,6 +10,7 @@ import argparse
 import functools
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -204,10 +205,10 @@ class _Silent:
     def update(self, n=1):
         pass
 
-    def set_postfix_str(self, text):
+    def set_postfix_str(self, text, refresh=True):
         pass
 
-    def set_description_str(self, text):
+    def set_description_str(self, text, refresh=True):
         pass
 
     def close(self):
@@ -632,73 +633,103 @@ def _largest_batch(strategy, L, costs, budget, batch):
     return lo
 
 
+def _mb_text(text, exact=False):
+    """A planner message with its byte counts ("4,512 bytes") written as the rest of the output writes them."""
+    if exact:
+        return text
+    return re.sub(r"(\d[\d,]*) bytes", lambda m: fmt_bytes(int(m.group(1).replace(",", ""))), text)
+
+
+BATCH_SEARCH_LIMIT = (1 << 24) - 1     # _largest_batch stops doubling here
+
+
 def cmd_plan(args):
+    device = pick_device(args.device)
     dtype = np.dtype(args.dtype)
+    exact = args.bytes
     mg.manual_seed(0)
-    blocks = [Block(args.width, args.width, "tanh", dtype=dtype) for _ in range(args.depth)]
-    x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)).astype(dtype))
-    costs = measure_chain(blocks, x)
-    sizes, flops, reserve = costs.sizes, costs.flops, costs.workspace
-    L, unit = args.depth, sizes[1]
-    print(f"chain of {L} blocks Linear({args.width},{args.width})+Tanh, batch {args.batch}, {args.dtype}; "
-          f"1 unit = one block output = {fmt_bytes(unit)}; budget {fmt_bytes(args.budget)} "
-          f"({args.budget / unit:.1f} units) for activations and their gradients "
-          "(parameters and their accumulated gradients are outside it)")
-    if reserve:
-        print(f"reserved for NumPy temporaries inside ops (measured): {fmt_bytes(reserve)}")
-    planned = None
-    try:
-        planned = make_plan(blocks, x, "budget", budget=args.budget)
-    except ScheduleError as exc:
-        print(f"budget: {exc}")
-    if planned is not None:
+    blocks = [Block(args.width, args.width, "tanh", dtype=dtype).to(device) for _ in range(args.depth)]
+    x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)).astype(dtype), device=device)
+    names = ("none", "sqrt", "recursive", "revolve", "budget")
+    bar = progress(total=3 + len(names), desc="plan", unit="task", enabled=not args.quiet)
+    with bar:
+        bar.set_description_str("plan: measuring the chain", refresh=False)
+        costs = measure_chain(blocks, x)
+        bar.update()
+        sizes, flops, reserve = costs.sizes, costs.flops, costs.workspace
+        L, unit = args.depth, sizes[1]
+        least = schedules.minimum_budget(sizes, costs.extras, costs.params, persist=False, inner=costs.inner,
+                                         back=costs.back) + reserve
+        if args.budget < least:
+            raise CLIError(f"a budget of {fmt_bytes(args.budget, exact)} is below the least this chain needs: "
+                           f"{fmt_bytes(least, exact)} ({least / unit:.1f} units of {fmt_bytes(unit, exact)}, "
+                           "NumPy temporaries included); raise --budget, or lower --batch or --width")
+        print(f"chain of {L} blocks Linear({args.width},{args.width})+Tanh, batch {args.batch}, {args.dtype} on "
+              f"{device}; 1 unit = one block output = {fmt_bytes(unit, exact)}; budget {fmt_bytes(args.budget, exact)} "
+              f"({args.budget / unit:.1f} units) for activations, their gradients and NumPy temporaries inside ops "
+              f"({fmt_bytes(reserve, exact)}, measured); parameters and their accumulated gradients are outside it")
+        bar.set_description_str("plan: searching schedules", refresh=False)
+        # the same search plan(layers, x, "budget") runs, on the costs measured above
+        planned = schedules.budget(sizes, costs.extras, flops, args.budget, params=costs.params, persist=False,
+                                   reserve=reserve, inner=costs.inner, back=costs.back)
+        bar.update()
+        sim = planned.simulate()
         print()
-        print(planned.summary())
+        print(f"planned: {sim.layer_forwards} layer forwards ({sim.recomputed_forwards} recomputed), peak "
+              f"{sim.peak_units} units, {plural(sim.peak_slots, 'slot')}; predicted peak "
+              f"{fmt_bytes(sim.peak_bytes + reserve, exact)} (temporaries included), "
+              f"recompute {fmt_flops(sim.recompute_flops)}")
         kept = ", ".join(f"x{i}" for i in planned.kept) or "nothing besides the input x0"
         print(f"the forward pass keeps in slots: {kept}; runs of layers are recorded whole where memory allows")
-        print(f"planner: {planned.note}")
+        print(f"planner: {_mb_text(planned.note, exact)}")
         if args.timeline:
             print(planned.timeline())
-    # a FLOP rate for predicted times: one plain step, timed
-    loss_x = mg.tensor(x.data, requires_grad=True)
-    elapsed = []
-    for _ in range(3):                       # the median of three plain steps
-        with mg.profile() as prof:
-            t0 = time.perf_counter()
-            h = loss_x
+        # a FLOP rate for predicted times: one plain step, timed
+        bar.set_description_str("plan: timing a plain step", refresh=False)
+        loss_x = mg.tensor(x.data, requires_grad=True)
+        elapsed = []
+        for _ in range(3):                       # the median of three plain steps
+            with mg.profile() as prof:
+                _synchronize(device)
+                t0 = time.perf_counter()
+                h = loss_x
+                for b in blocks:
+                    h = b(h)
+                (h * h).mean().backward()
+                del h
+                _synchronize(device)
+                elapsed.append(time.perf_counter() - t0)
             for b in blocks:
-                h = b(h)
-            (h * h).mean().backward()
-            del h
-            elapsed.append(time.perf_counter() - t0)
-        for b in blocks:
-            b.zero_grad()
-    rate = prof.total_flops / statistics.median(elapsed)
-    fwd, bwd = sum(flops), prof.flops["backward"]
+                b.zero_grad()
+        bar.update()
+        rate = prof.total_flops / statistics.median(elapsed)
+        fwd, bwd = sum(flops), prof.flops["backward"]
+        cols = ["strategy", "layer forwards", "recompute (% of forward FLOPs)", "predicted peak", "fits",
+                "largest batch", "time/sample there (pred.)"]
+        rows = []
+        for name in names:
+            bar.set_description_str(f"plan: {name}, the largest batch", refresh=False)
+            if name == "budget":
+                found = ("budget", _costed(planned, costs).simulate())
+            else:
+                found = _fit(name, L, costs, args.budget, 1.0)
+            if found is None:          # show the least memory the strategy can do, marked as not fitting
+                smallest = schedules.make("revolve" if name == "revolve" else name, L, slots=1)
+                label, sim = f"{name} (smallest)" if name == "revolve" else name, _costed(smallest, costs).simulate()
+            else:
+                label, sim = found
+            big = _largest_batch(name, L, costs, args.budget, args.batch)
+            per_sample = "-"
+            if big:
+                there = _fit(name, L, costs, args.budget, big / args.batch)
+                work = (fwd + bwd) * big / args.batch + there[1].recompute_flops
+                per_sample = f"{work / rate / big * 1e6:.1f} us ({there[0]})"
+            shown = f"over {BATCH_SEARCH_LIMIT:,} (search limit)" if big >= BATCH_SEARCH_LIMIT else f"{big:,}"
+            rows.append([label, str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",
+                         fmt_bytes(sim.peak_bytes + reserve, exact), "yes" if found is not None else "no", shown,
+                         per_sample])
+            bar.update()
     print()
-    cols = ["strategy", "layer forwards", "recompute", "predicted peak", "fits", "largest batch",
-            "time/sample there (pred.)"]
-    rows = []
-    for name in ("none", "sqrt", "recursive", "revolve", "budget"):
-        if name == "budget":
-            found = ("budget", _costed(planned, costs).simulate()) if planned is not None else None
-        else:
-            found = _fit(name, L, costs, args.budget, 1.0)
-        if found is None:          # show the least memory the strategy can do, marked as not fitting
-            smallest = schedules.make("revolve" if name in ("revolve", "budget") else name, L, slots=1)
-            label, sim = f"{name} (smallest)" if name in ("revolve", "budget") else name, \
-                _costed(smallest, costs).simulate()
-        else:
-            label, sim = found
-        big = _largest_batch(name, L, costs, args.budget, args.batch)
-        per_sample = "-"
-        if big:
-            there = _fit(name, L, costs, args.budget, big / args.batch)
-            work = (fwd + bwd) * big / args.batch + there[1].recompute_flops
-            per_sample = f"{work / rate / big * 1e6:.1f} us ({there[0]})"
-        rows.append([label, str(sim.layer_forwards), f"{100.0 * sim.recompute_flops / fwd:.0f}%",
-                     fmt_bytes(sim.peak_bytes + reserve), "yes" if found is not None else "no", str(big),
-                     per_sample])
     widths = [max(len(r[c]) for r in [cols] + rows) for c in range(len(cols))]
     for r in [cols] + rows:
         print("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))))
