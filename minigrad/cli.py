@@ -799,7 +799,8 @@ def build_parser():
                                    "(median of interleaved repetitions, with its spread) relative to no "
                                    "checkpointing.")
     _chain_arguments(c, depth=64, width=256, batch=128)
-    c.add_argument("--slots", type=_positive_int, default=None, help="slots for revolve (default: as many as recursive uses)")
+    c.add_argument("--slots", type=_positive_int, default=None,
+                   help="slots for revolve (default: as many as recursive uses)")
     c.add_argument("--repeats", type=_positive_int, default=7,
                    help="timed rounds; each round runs every strategy once, in a rotated order (7)")
     c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
