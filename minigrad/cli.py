@@ -24,6 +24,7 @@ from minigrad.checkpoint import schedules
 from minigrad.checkpoint.executor import ChainCosts, measure_chain
 from minigrad.checkpoint.schedules import parse_bytes
 from minigrad.errors import MinigradError, ScheduleError
+from minigrad.blas import blas_threads
 from minigrad.models import Block, Classifier
 from minigrad.nn import functional as F
 
@@ -538,8 +539,8 @@ def cmd_compare(args):
     if args.budget is not None:
         strategies.append(("budget", {"budget": args.budget}))
     dtype = np.dtype(args.dtype)
-    with progress(total=len(strategies) * (1 + args.repeats), desc="compare", unit="step",
-                  enabled=not args.quiet) as bar:
+    with blas_threads(args.threads), progress(total=len(strategies) * (1 + args.repeats), desc="compare",
+                                              unit="step", enabled=not args.quiet) as bar:
         rows, timelines = compare_rows(args.depth, args.width, args.batch, strategies, repeats=args.repeats,
                                        dtype=dtype, device=device, bar=bar)
     print(format_compare(rows, args.depth, args.width, args.batch, args.batch * args.width * dtype.itemsize,
@@ -652,7 +653,7 @@ def cmd_plan(args):
     x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)).astype(dtype), device=device)
     names = ("none", "sqrt", "recursive", "revolve", "budget")
     bar = progress(total=3 + len(names), desc="plan", unit="task", enabled=not args.quiet)
-    with bar:
+    with blas_threads(args.threads), bar:
         bar.set_description_str("plan: measuring the chain", refresh=False)
         costs = measure_chain(blocks, x)
         bar.update()
@@ -763,6 +764,11 @@ def _common_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
+def _threads_argument(parser):
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="BLAS threads for the measured steps (1: steady times on a small shared machine)")
+
+
 def build_parser():
     p = _Parser(prog="python -m minigrad",
                 description="minigrad: a small autograd engine that measures where training memory goes and "
@@ -806,6 +812,7 @@ def build_parser():
     c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
                    help="also run the budget planner with this budget (e.g. 20MB)")
     c.add_argument("--plot", type=_plot_path, metavar="PATH", help="save the trade-off and memory timelines")
+    _threads_argument(c)
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser("plan", help="plan checkpointing for a memory budget, and the largest batch that fits",
@@ -817,6 +824,7 @@ def build_parser():
                     help="memory for the activations of one training step and their gradients "
                          "(e.g. 20MB, 1.5GiB)")
     pl.add_argument("--timeline", action="store_true", help="print the planned schedule's whole timeline")
+    _threads_argument(pl)
     pl.set_defaults(func=cmd_plan)
     return p
 
