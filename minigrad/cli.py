@@ -807,7 +807,7 @@ def build_parser():
     _chain_arguments(c, depth=64, width=256, batch=128)
     c.add_argument("--slots", type=_positive_int, default=None,
                    help="slots for revolve (default: as many as recursive uses)")
-    c.add_argument("--repeats", type=_positive_int, default=7,
+    c.add_argument("--repeats", "--steps", dest="repeats", type=_positive_int, default=7,
                    help="timed rounds; each round runs every strategy once, in a rotated order (7)")
     c.add_argument("--budget", type=_budget, default=None, metavar="BYTES",
                    help="also run the budget planner with this budget (e.g. 20MB)")
