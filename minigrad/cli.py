@@ -842,6 +842,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write(f"\n{prog}: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`... | head`): nobody is left to tell; keep Python's exit-time flush quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
