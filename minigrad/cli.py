@@ -358,7 +358,7 @@ def cmd_train(args):
                 opt.step()
                 total = total + loss.data * len(idx)
             losses.append(float(total) / n)
-            bar.set_postfix_str(f"loss {losses[-1]:.4f}")
+            bar.set_postfix_str(f"loss {losses[-1]:.4f}", refresh=False)     # shown at the bar's own pace
     elapsed = time.perf_counter() - start
     acc_train, acc_test = _accuracy(model, xs, y_train), _accuracy(model, xt, y_test)
     prof = measure_step(model, xs[:batch], ys.data[:batch], F.cross_entropy)
