@@ -297,13 +297,16 @@ def test_train_command_under_dynamic_matches_plain(capsys):
     args = ["train", "--samples", "40", "--depth", "4", "--width", "16", "--epochs", "5", "--quiet", "--device", "cpu"]
     assert main(args) == 0
     plain = capsys.readouterr().out
-    assert main(args + ["--checkpoint", "dynamic:16kB"]) == 0
+    assert main(args + ["--checkpoint", "dynamic:32kB", "--bytes"]) == 0
     dyn = capsys.readouterr().out
-    pick = lambda text: re.search(r"accuracy (\S+) \| loss (\S+)", text).groups()  # noqa: E731
+    pick = lambda text: re.search(r"training accuracy (\S+) .* held-out accuracy (\S+) .* loss (\S+)",  # noqa: E731
+                                  text).groups()
     assert pick(plain) == pick(dyn)                       # the same training, bit for bit
     evictions, replays = map(int, re.search(r"(\d+) evictions, (\d+) replays", dyn).groups())
     assert evictions > 0 and replays > 0
-    assert "dynamic 16.00 kB (dtr)" in dyn
+    assert "dynamic region: budget 32,000 B, heuristic dtr:" in dyn
+    peak = int(re.search(r"the region's own peak ([\d,]+) B", dyn).group(1).replace(",", ""))
+    assert peak <= 32_000
 
 
 def test_dtr_recompute_near_the_chain_planners_optimum():
