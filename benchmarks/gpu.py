@@ -177,7 +177,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not mg.cuda_available():
         print("benchmarks/gpu.py needs CuPy and a CUDA device; none is usable here "
-              "(install minigrad[cuda12] or minigrad[cuda13] on a machine with an NVIDIA GPU).")
+              "(python -m pip install \".[cuda12]\" or \".[cuda13]\" from the repository, "
+              "on a machine with an NVIDIA GPU).")
         return 2
     torch = None
     if not args.no_torch:

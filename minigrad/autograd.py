@@ -230,15 +230,26 @@ def saved_arrays_hooks(pack, unpack):
         st.extra -= 1
 
 
-@contextmanager
-def _hooks_paused():
-    hooks = _state.hooks
-    hooks.append(None)
-    depth = len(hooks)
-    try:
-        yield
-    finally:
-        del hooks[depth - 1:]
+class _HooksPaused:
+    """``with _hooks_paused():`` hooks are off inside a pack/unpack hook (so its own ops are not hooked).
+
+    A plain class rather than a generator: it runs once per saved batch and per unpack,
+    on the hot path of every hooked region.
+    """
+
+    __slots__ = ("hooks", "depth")
+
+    def __enter__(self):
+        hooks = self.hooks = _state.hooks
+        hooks.append(None)
+        self.depth = len(hooks)
+
+    def __exit__(self, *exc):
+        del self.hooks[self.depth - 1:]
+        return False
+
+
+_hooks_paused = _HooksPaused
 
 
 def current_saved_hooks():

@@ -97,8 +97,8 @@ def device(spec) -> Device:
     if cp is None:
         raise DeviceError(
             f"device {spec!r} needs CuPy, which could not be imported ({_cupy_error}). "
-            "Install the GPU extra (pip install 'minigrad[cuda12]' or 'minigrad[cuda13]'), "
-            "or use device='cpu'.")
+            "Install the GPU extra from a clone of the repository (python -m pip install \".[cuda12]\" "
+            "for CUDA 12.x, \".[cuda13]\" for 13.x), or use device='cpu'.")
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:

@@ -213,6 +213,7 @@ def family_minimum(sizes, extras, flops, params, budget):
     return best
 
 
+@pytest.mark.bounds
 def test_minimum_budget_is_exact_and_stated():
     rng = np.random.default_rng(3)
     sizes, extras, flops, params = random_chain(rng, 6)
@@ -255,6 +256,7 @@ def _step(layers, x, sched):
     (y * y).sum().backward()
 
 
+@pytest.mark.bounds
 def test_planned_chain_runs_within_budget_and_beats_uniform_and_revolve():
     layers, x = _hetero_chain()
     costs = measure_chain(layers, x)

@@ -39,6 +39,7 @@ STRATEGIES = [("none", {}), ("sqrt", {}), ("sqrt", {"segments": 3}), ("recursive
 
 @pytest.mark.parametrize("strategy,opts", STRATEGIES)
 @pytest.mark.parametrize("L", [1, 2, 5, 16, 37])
+@pytest.mark.bounds
 def test_measured_forwards_equal_the_simulation(device, strategy, opts, L):
     layers = [Counting() for _ in range(L)]
     x = mg.tensor(np.linspace(-1, 1, 6), requires_grad=True, device=device)
@@ -63,6 +64,7 @@ def test_measured_forwards_equal_the_simulation(device, strategy, opts, L):
 
 @pytest.mark.parametrize("L,s", [(10, 1), (10, 2), (10, 9), (10, 10), (64, 1), (64, 4), (64, 63),
                                  (300, 1), (300, 7), (1000, 1), (1000, 3), (1000, 16), (1000, 999), (1000, 1000)])
+@pytest.mark.bounds
 def test_revolve_runs_exactly_L_plus_t_forwards(L, s):
     layers = [Counting() for _ in range(L)]
     x = mg.tensor(np.array([0.5]), requires_grad=True)
@@ -111,6 +113,7 @@ def measure_units(L, strategy, **opts):
 @pytest.mark.parametrize("L", [16, 64, 256])
 @pytest.mark.parametrize("strategy,opts", [("none", {}), ("sqrt", {}), ("recursive", {}),
                                            ("revolve", {"slots": 2}), ("revolve", {"slots": 6})])
+@pytest.mark.bounds
 def test_peak_memory_within_the_theorems_bounds(L, strategy, opts):
     if strategy == "none" and L > 64:
         pytest.skip("no checkpointing at this depth only repeats the L=64 case, larger")
@@ -136,6 +139,7 @@ def test_peak_memory_within_the_theorems_bounds(L, strategy, opts):
 
 
 @pytest.mark.slow
+@pytest.mark.bounds
 def test_peak_scales_like_sqrt_L_and_log_L_up_to_1024():
     sqrt_units, rec_units = {}, {}
     for L in (16, 64, 256, 1024):

@@ -20,6 +20,7 @@ def brute_force(length, s):
 
 @pytest.mark.parametrize("L", range(1, 41))
 @pytest.mark.parametrize("s", [1, 2, 3, 4, 6])
+@pytest.mark.bounds
 def test_binomial_formula_is_the_true_minimum(L, s):
     assert S.revolve_forwards(L, s) == brute_force(L, s)
 
@@ -27,6 +28,7 @@ def test_binomial_formula_is_the_true_minimum(L, s):
 @pytest.mark.parametrize("L,s", [(1, 1), (2, 1), (5, 1), (10, 2), (10, 9), (10, 10), (33, 4),
                                  (100, 1), (100, 5), (100, 99), (257, 3), (1000, 2), (1000, 10),
                                  (1000, 999), (1000, 1000)])
+@pytest.mark.bounds
 def test_revolve_schedule_has_exactly_L_plus_t_forwards(L, s):
     sim = S.revolve(L, s).simulate()
     assert sim.layer_forwards == L + S.binomial_extra_forwards(L, s)
@@ -41,6 +43,7 @@ def test_t_formula_known_values():
 
 
 @pytest.mark.parametrize("L", [1, 2, 3, 7, 16, 64, 100, 1024])
+@pytest.mark.bounds
 def test_sqrt_and_uniform_counts(L):
     sim = S.sqrt(L).simulate()
     k = math.isqrt(L - 1) + 1
@@ -50,6 +53,7 @@ def test_sqrt_and_uniform_counts(L):
 
 
 @pytest.mark.parametrize("L", [1, 2, 3, 5, 8, 16, 100, 1000, 1024])
+@pytest.mark.bounds
 def test_recursive_counts_and_slots(L):
     sim = S.recursive(L).simulate()
     assert sim.layer_forwards <= L * (math.ceil(math.log2(L)) + 1)
@@ -57,12 +61,14 @@ def test_recursive_counts_and_slots(L):
 
 
 @pytest.mark.parametrize("L", [1, 4, 30])
+@pytest.mark.bounds
 def test_none_records_everything_once(L):
     sim = S.none(L).simulate()
     assert sim.layer_forwards == L and sim.recomputed_forwards == 0
     assert sim.peak_units == L + 3          # x_0..x_L plus two gradients in flight
 
 
+@pytest.mark.bounds
 def test_predicted_peaks_follow_the_theorems():
     for L in (16, 64, 256, 1024):
         assert S.sqrt(L).simulate().peak_units <= 2 * math.ceil(math.sqrt(L)) + 2

@@ -1,0 +1,287 @@
+"""Dynamic rematerialization (DTR) next to the optimum: recompute at a memory cap, bookkeeping time, the theorem.
+
+What is measured
+----------------
+1. **Bookkeeping time.** A chain of ``--layers`` blocks ``Linear(W, W)`` +
+   ``Tanh`` (float64): the plain step, the step under ``dynamic`` with an ample
+   budget (no evictions: only the bookkeeping), and under ``dynamic`` at 100%
+   of the plain activation peak (what the plain step's recorded forward holds
+   when backward starts, measured by the profiler).
+   Interleaved rounds, BLAS pinned to one thread, medians.
+2. **Recompute at 50% of the plain peak, against the optimum.** Three chains
+   of blocks (MLP of Linear+Tanh, residual MLP, transformer blocks). Memory is
+   measured the same way for every method: ``mg.profile()``'s ``peak_bytes -
+   start_bytes`` over one step whose parameter gradients already exist
+   (activations, saved arrays and gradients in flight). The target M is half of
+   the plain step's measured peak. The optimum is the exact chain planner
+   (``strategy="budget"``): the largest planner budget whose run measures at
+   most M; DTR: the largest ``dynamic`` budget whose run measures at most M,
+   per heuristic. Recompute = FLOPs booked to the "recompute" phase. The chain
+   planner plans at block granularity, so its optimum is an upper bound on the
+   op-level optimum; the op-level graph planner is compared when present.
+3. **Overhead vs budget.** The MLP chain under ``dynamic`` at budgets from 100%
+   of the plain activation peak down to the smallest that runs, per heuristic:
+   recompute FLOPs as a percentage of the forward FLOPs.
+4. **The DTR theorem.** A chain of N tanh layers on a vector (one unit per
+   layer output), budget 2⌈√N⌉ + c units: layer forwards (N + replays) per
+   heuristic, next to Revolve's L + t(L, s) at s = the same number of units
+   (Revolve re-records every layer it reverses, so it counts N - 1 more).
+
+Run: ``python benchmarks/dynamic.py`` (``--help`` for the options).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+try:
+    import _common as C
+except ImportError:          # run as ``python -m benchmarks.dynamic``
+    from benchmarks import _common as C
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=11, help="timed rounds")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--layers", type=int, default=32, help="blocks in the timed chain")
+    p.add_argument("--width", type=int, default=128, help="features of the timed chain")
+    p.add_argument("--batch", type=int, default=512, help="rows of the timed chain")
+    p.add_argument("--quick", action="store_true", help="smaller models (a smoke run)")
+    p.add_argument("--sections", default="1234", help="which sections to run (digits 1-4)")
+    C.add_pinning_args(p)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def chains(np, mg, quick):
+    """name -> (blocks, x): chains of blocks the planner and DTR both run."""
+    nn = mg.nn
+    rng = np.random.default_rng(0)
+    L, W, B = (8, 32, 64) if quick else (16, 64, 256)
+    mg.manual_seed(1)
+    mlp = [nn.Sequential(nn.Linear(W, W, dtype=np.float64), nn.Tanh()) for _ in range(L)]
+    mg.manual_seed(2)
+    res = [nn.Residual(nn.Sequential(nn.Linear(W, W, dtype=np.float64), nn.Tanh(),
+                                     nn.Linear(W, W, dtype=np.float64))) for _ in range(L // 2)]
+    mg.manual_seed(3)
+    D, T = (16, 8) if quick else (32, 32)
+    tr = [nn.TransformerBlock(D, 2 * D, dtype=np.float64) for _ in range(2 if quick else 4)]
+    return {
+        "mlp": (mlp, mg.tensor(rng.standard_normal((B, W)))),
+        "residual": (res, mg.tensor(rng.standard_normal((B, W)))),
+        "transformer": (tr, mg.tensor(rng.standard_normal((8, T, D)))),
+    }
+
+
+def make_step(mg, blocks, x, how, **opts):
+    """One step (forward, mean-square loss, backward) run plainly, under a plan, or under ``dynamic``."""
+    from minigrad.checkpoint import checkpoint_sequential, dynamic, plan  # noqa: PLC0415
+
+    if how == "plan":     # plan (measuring the chain) now, so the measured step only runs the cached plan
+        plan(blocks, x, strategy="budget", budget=opts["budget"])
+
+    def forward():
+        if how == "plan":
+            return checkpoint_sequential(blocks, x, strategy="budget", budget=opts["budget"])
+        h = x
+        for b in blocks:
+            h = b(h)
+        return h
+
+    def step():
+        if how == "dynamic":
+            with dynamic(opts["budget"], heuristic=opts.get("heuristic", "dtr")) as d:
+                h = forward()
+                (h * h).mean().backward()
+            return d
+        h = forward()
+        (h * h).mean().backward()
+        return None
+    return step
+
+
+def measure(mg, step):
+    """(measured peak bytes, recompute FLOPs, forward FLOPs, the region or None) of one step."""
+    with mg.profile() as prof:
+        d = step()
+    return prof.peak_bytes - prof.start_bytes, prof.flops["recompute"], prof.flops["forward"], d
+
+
+def forward_peak(mg, blocks, x):
+    """The plain step's activation peak: what its recorded forward holds when backward starts (profiler)."""
+    with mg.profile() as prof:
+        h = x
+        for b in blocks:
+            h = b(h)
+        loss = (h * h).mean()
+        del h
+    del loss
+    return prof.peak_bytes - prof.start_bytes
+
+
+def largest_fitting(mg, blocks, x, how, limit, hi, **opts):
+    """The largest budget (bytes) in [0, hi] whose step measures at most ``limit``, and its measurement."""
+    from minigrad.errors import MinigradError  # noqa: PLC0415
+    lo, best = 0, None
+    hi_ = hi
+    while hi_ - lo > max(hi // 256, 64):
+        mid = (lo + hi_) // 2
+        try:
+            m = measure(mg, make_step(mg, blocks, x, how, budget=mid, **opts))
+        except MinigradError:
+            lo = mid
+            continue
+        if m[0] <= limit:
+            lo, best = mid, (mid, m)
+        else:
+            hi_ = mid
+    return best
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def section_time(args, np, mg):
+    from minigrad.checkpoint import dynamic  # noqa: PLC0415
+    mg.manual_seed(0)
+    blocks = [mg.nn.Sequential(mg.nn.Linear(args.width, args.width, dtype=np.float64), mg.nn.Tanh())
+              for _ in range(args.layers)]
+    x = mg.tensor(np.random.default_rng(0).standard_normal((args.batch, args.width)))
+    plain = make_step(mg, blocks, x, "plain")
+    plain()
+    peak = forward_peak(mg, blocks, x)
+    regions = {}
+
+    def dyn(name, budget):
+        def run():
+            with dynamic(budget) as d:
+                h = x
+                for b in blocks:
+                    h = b(h)
+                (h * h).mean().backward()
+            regions[name] = d
+        return run
+    fns = {"plain": plain, "dynamic, ample": dyn("dynamic, ample", 10**15), "dynamic, 100%": dyn("dynamic, 100%", peak)}
+    times = C.interleaved(fns, args.steps, args.warmup)
+    base = times["plain"]
+    rows = []
+    for name, ts in times.items():
+        d = regions.get(name)
+        rows.append([name, C.ms(C.median(ts)), C.spread(ts), f"{C.median(ts) / C.median(base):.3f}",
+                     f"{C.paired_ratio(ts, base):.3f}", d.evictions if d else "-", d.remats if d else "-"])
+    ops = len([r for r in regions["dynamic, ample"].timeline if not r[1].startswith(("evict", "replay"))])
+    per_op = (C.median(times["dynamic, ample"]) - C.median(base)) / ops * 1e6
+    print(f"## 1. Bookkeeping time: {args.layers} x (Linear({args.width},{args.width}) + Tanh), "
+          f"batch {args.batch}, float64; plain activation peak {peak:,} B")
+    print(C.table(["step", "median ms", "IQR ms", "x plain", "paired x plain", "evictions", "replays"], rows))
+    ok = C.median(times["dynamic, ample"]) / C.median(base) <= 1.05
+    print(f"bookkeeping: {per_op:.1f} us per op ({ops} ops a step); target <= 1.05x plain with no evictions: "
+          f"{C.verdict(ok)}\n")
+
+
+def section_optimum(args, np, mg):
+    from minigrad.checkpoint import dynamic  # noqa: PLC0415
+    from minigrad.checkpoint.dynamic import HEURISTICS  # noqa: PLC0415
+    rows, worst = [], {}
+    for name, (blocks, x) in chains(np, mg, args.quick).items():
+        plain_step = make_step(mg, blocks, x, "plain")
+        plain_step()                      # parameter gradients exist from here on: they are not measured
+        plain, _, fwd, _ = measure(mg, plain_step)
+        limit = plain // 2
+        opt = largest_fitting(mg, blocks, x, "plan", limit, plain)
+        if opt is None:
+            rows.append([name, f"{plain:,}", f"{limit:,}", "none fits", "", "", "", "", "", ""])
+            continue
+        opt_budget, (opt_peak, opt_rec, _, _) = opt
+        for h in HEURISTICS:
+            got = largest_fitting(mg, blocks, x, "dynamic", limit, limit, heuristic=h)
+            if got is None:
+                rows.append([name, f"{plain:,}", f"{limit:,}", f"{opt_peak:,}", f"{opt_rec:,}", h, "none fits",
+                             "", "", ""])
+                worst[(name, h)] = math.inf
+                continue
+            b, (peak, rec, _, d) = got
+            ratio = rec / opt_rec if opt_rec else (1.0 if rec == 0 else math.inf)
+            worst[(name, h)] = ratio
+            rows.append([name, f"{plain:,}", f"{limit:,}", f"{opt_peak:,}", f"{opt_rec:,}", h,
+                         f"{peak:,} ({b:,})", f"{rec:,}", f"{ratio:.2f}", d.evictions])
+    print("## 2. Recompute at 50% of the plain measured peak: DTR vs the exact chain planner (optimum)")
+    print(C.table(["model", "plain peak B", "cap M B", "planner peak B", "planner recompute", "heuristic",
+                   "DTR peak B (budget)", "DTR recompute", "x optimum", "evictions"], rows))
+    dtr_ok = all(v <= 1.5 for (m, h), v in worst.items() if h == "dtr")
+    print(f"target: DTR recompute within 1.5x the optimum on every model: {C.verdict(dtr_ok)}; per heuristic: " +
+          ", ".join(f"{h} {C.verdict(all(v <= 1.5 for (m, hh), v in worst.items() if hh == h))}"
+                    for h in HEURISTICS) + "\n")
+
+
+def section_curve(args, np, mg):
+    from minigrad.checkpoint import dynamic  # noqa: PLC0415
+    from minigrad.checkpoint.dynamic import HEURISTICS  # noqa: PLC0415
+    from minigrad.errors import MinigradError  # noqa: PLC0415
+    blocks, x = chains(np, mg, args.quick)["mlp"]
+    step = make_step(mg, blocks, x, "plain")
+    step()
+    peak = forward_peak(mg, blocks, x)
+    fwd = measure(mg, step)[2]
+    fracs = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1]
+    rows = []
+    for frac in fracs:
+        row = [f"{frac:.0%}", f"{int(peak * frac):,}"]
+        for h in HEURISTICS:
+            try:
+                _, rec, _, d = measure(mg, make_step(mg, blocks, x, "dynamic", budget=int(peak * frac), heuristic=h))
+                row.append(f"{100 * rec / fwd:.0f}%")
+            except MinigradError:
+                row.append("too small")
+        rows.append(row)
+    print(f"## 3. Recompute overhead vs budget (MLP chain; recompute FLOPs / forward FLOPs; "
+          f"100% = plain activation peak {peak:,} B)")
+    print(C.table(["budget", "bytes"] + list(HEURISTICS), rows) + "\n")
+
+
+def section_theorem(args, np, mg):
+    from minigrad.checkpoint import dynamic, revolve_forwards  # noqa: PLC0415
+    from minigrad.checkpoint.dynamic import HEURISTICS  # noqa: PLC0415
+    rows, ok = [], True
+    for N in (64, 256):
+        x = mg.tensor(np.linspace(-1, 1, 1024), requires_grad=True)
+        unit = x.data.nbytes
+        for c in (0, 2):
+            units = 2 * math.ceil(math.sqrt(N)) + c
+            row = [N, c, units]
+            for h in HEURISTICS:
+                with dynamic(units * unit, heuristic=h) as d:
+                    hh = x
+                    for _ in range(N):
+                        hh = hh.tanh()
+                    hh.sum().backward()
+                del hh
+                row.append(f"{N + d.remats} ({(N + d.remats) / N:.2f}N)")
+                if h == "dtr":
+                    ok &= N + d.remats <= 4 * N and d.peak_bytes <= units * unit
+            row.append(revolve_forwards(N, units))
+            rows.append(row)
+    print("## 4. DTR theorem: N tanh layers, budget 2*ceil(sqrt N) + c units; layer forwards (N + replays)")
+    print(C.table(["N", "c", "units"] + list(HEURISTICS) + ["Revolve L+t(L,s)"], rows))
+    print(f"target: dtr <= 4N within the budget: {C.verdict(ok)}\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    notes, _ = C.start(args, "nothing")
+    import numpy as np  # noqa: PLC0415
+    import minigrad as mg  # noqa: PLC0415
+    print("\n".join(C.machine_report(notes=notes)) + "\n")
+    for k, section in zip("1234", (section_time, section_optimum, section_curve, section_theorem)):
+        if k in args.sections:
+            section(args, np, mg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

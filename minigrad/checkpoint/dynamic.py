@@ -1,0 +1,594 @@
+"""``dynamic(budget=, heuristic=)``: any eager code under a hard cap on activation bytes.
+
+Dynamic Tensor Rematerialization (Kirisame et al., ICLR 2021). Inside the
+block every op output and every array an op saves for backward becomes a
+*buffer* this region accounts for; when the resident buffers would not leave
+room for the next allocation, the heuristic picks one to evict, and when
+backward needs an evicted array it is rematerialized by replaying the op that
+made it, from inputs that are themselves rematerialized when needed.
+
+Note [Dynamic rematerialization]
+--------------------------------
+1. A *buffer* is one block of memory (a view counts as its base, as in the
+   profiler). It knows its *recipe*: the op record that made it (op class,
+   its inputs, keyword arguments, RNG state, FLOPs) and which result it is
+   (output i, or the k-th array the op saved). Arrays from outside the block
+   (parameters, inputs the user made, arrays passed to an op as keyword
+   arguments such as dropout's mask) have no recipe and are never evicted.
+2. The budget counts the bytes of resident buffers: those a saved array still
+   needs (held by the region) and those only a live tensor holds (the live
+   outputs; they are not the region's to drop, but they take memory). Ops
+   that are not recorded (under ``no_grad``) save nothing: their outputs are
+   treated as arrays from outside.
+3. A buffer may be evicted only when the region's reference is the only one
+   left (``sys.getrefcount``): then dropping it frees the memory. That one
+   test keeps every pinned array resident: a tensor the user holds, an input
+   of the op running now, an array a backward step is reading, a view.
+4. The cap is kept *before* allocations with a reserve: after each op the
+   region evicts until the resident bytes plus the largest allocation one op
+   has made so far fit the budget; before a replay it makes room for all that
+   the replay allocates. So in steady state (every op seen once) the resident
+   bytes never pass the budget; the first time an op allocates more than any
+   before it, ``peak_bytes`` shows it honestly.
+5. A buffer is held while a saved array needs it. Once the region has had to
+   evict (memory is tight), it is also held while a recipe that may still be
+   replayed reads it, so replays start from resident inputs rather than from
+   the start of the graph (the residual stream of a transformer is read by
+   every LayerNorm's recipe); such buffers are evicted first, as long as
+   nothing made from them waits evicted. Before any eviction, keeping them
+   would only cost memory and time (no replay can need them yet). A buffer
+   nothing holds is freed as soon as no tensor holds it either.
+6. Replays run inside ``recomputing(rng_state)``: BatchNorm leaves its running
+   statistics alone, random ops redraw the same numbers, FLOPs are booked to
+   "recompute". The same op on the same arrays gives the same bits, so
+   gradients equal the plain run's exactly.
+7. Staleness is measured on a logical clock (one tick per op, per unpack), so
+   runs are deterministic; ``"random"`` draws from its own seeded generator.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+import weakref
+
+import numpy as np
+
+from .. import autograd, profiler
+from ..backend import is_array
+from ..errors import CheckpointError, MinigradError
+from .schedules import parse_bytes
+
+# --------------------------------------------------------------------------- heuristics
+# Each scores an evictable buffer; the lowest score is evicted first.
+
+
+def _h_dtr(buf, now, region):
+    """h_DTR = cost / (bytes x staleness); cost is the FLOPs of the evicted neighbourhood (``neighborhood_cost``)."""
+    return region.neighborhood_cost(buf) / (max(buf.nbytes, 1) * (now - buf.last + 1))
+
+
+def _h_dtr_local(buf, now, region):
+    """h_DTR without the neighbourhood: the buffer's own replay cost only."""
+    return buf.recipe[0].flops / (max(buf.nbytes, 1) * (now - buf.last + 1))
+
+
+def _h_lru(buf, now, region):
+    """Least recently used first."""
+    return buf.last
+
+
+def _h_size(buf, now, region):
+    """Largest first."""
+    return -buf.nbytes
+
+
+def _h_random(buf, now, region):
+    """Uniformly at random (from the region's seeded generator)."""
+    return region.rng.random()
+
+
+HEURISTICS = {"dtr": _h_dtr, "dtr_local": _h_dtr_local, "lru": _h_lru, "size": _h_size, "random": _h_random}
+
+
+def _fmt(n) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _root(a):
+    """The array that owns ``a``'s memory (``a`` itself unless it is a view)."""
+    base = a.base
+    while base is not None and is_array(base):
+        a, base = base, base.base
+    return a
+
+
+def _address(a) -> int:
+    return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data.ptr
+
+
+def _geometry(a, root):
+    """How to rebuild the view ``a`` from ``root``: None if it is ``root``, else (shape, strides, offset, dtype)."""
+    if a is root:
+        return None
+    return (a.shape, a.strides, _address(a) - _address(root), a.dtype)
+
+
+def _view(root, geom):
+    if geom is None:
+        return root
+    shape, strides, offset, dtype = geom
+    if isinstance(root, np.ndarray):
+        return np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    import cupy  # noqa: PLC0415
+    return cupy.ndarray(shape, dtype, memptr=root.data + offset, strides=strides)
+
+
+def _rebuildable(root, geom) -> bool:
+    """Can ``_view`` rebuild this view from a fresh root? (NumPy needs a contiguous base.)"""
+    return geom is None or not isinstance(root, np.ndarray) or root.flags.c_contiguous or root.flags.f_contiguous
+
+
+# --------------------------------------------------------------------------- records
+
+
+class _Record:
+    """How to replay one op: class, inputs (refs), keyword arguments, RNG state, FLOPs."""
+
+    __slots__ = ("fn_cls", "needs", "inputs", "kwargs", "rng_state", "flops", "new_bytes", "made", "holds",
+                 "__weakref__")
+
+    def __init__(self, fn_cls, needs, inputs, kwargs, rng_state, flops):
+        self.fn_cls, self.needs, self.inputs = fn_cls, needs, inputs
+        self.kwargs, self.rng_state, self.flops = kwargs, rng_state, flops
+        self.new_bytes = 0
+        self.made = []         # weak references to the buffers this op made (for the neighbourhood)
+        self.holds = []        # (weak reference, buffer): the inputs this recipe keeps resident
+
+
+class _Buffer:
+    """One block of memory: its bytes, its recipe, and (while resident and needed) the array itself."""
+
+    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "users", "__weakref__")
+
+    def __init__(self, nbytes, recipe, last):
+        self.nbytes, self.recipe, self.last = nbytes, recipe, last
+        self.array = None      # the region's strong reference (only while a saved array needs it)
+        self.alive = None      # weak reference to the current array, None when evicted
+        self.handles = 0       # saved arrays (in nodes) and recipes that need this buffer
+        self.saved = 0         # of which saved arrays
+        self.users = []        # weak references to the records of ops that read it
+
+    def current(self):
+        return self.alive() if self.alive is not None else None
+
+
+class _Ref:
+    """A view (or the whole) of a buffer: what a saved array or a recipe's input points to."""
+
+    __slots__ = ("buf", "geom", "__weakref__")
+
+    def __init__(self, buf, geom):
+        self.buf, self.geom = buf, geom
+
+
+class _Const:
+    """An array from outside the region (a parameter, a user's input): held as is, never evicted."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+
+class _Saved:
+    """What a node holds for one saved array: the array until its op ends, then a ref (or a const)."""
+
+    __slots__ = ("array", "slot", "node", "ref", "nbytes")
+
+    def __init__(self, array, slot, node):
+        self.array, self.slot, self.node, self.ref = array, slot, node, None
+        self.nbytes = array.nbytes     # what the tape reports as saved, resident or not
+
+
+def _copy_kwargs(kwargs):
+    """Keyword arguments for a replay: lists an op appends to (BatchNorm's stats) start empty again."""
+    return {k: ([] if isinstance(v, list) else v) for k, v in kwargs.items()}
+
+
+# --------------------------------------------------------------------------- the region
+
+
+class Dynamic:
+    """The state of one ``with dynamic(...)`` block; read ``evictions``, ``remat_flops``, ``peak_bytes``.
+
+    ``remats`` counts op replays; ``resident_bytes`` is what the budget counts
+    now; ``timeline`` holds ``(phase, event, resident bytes)`` rows in the shape
+    of ``Profile.timeline`` (one per op, eviction and replay), so the same
+    plotting code draws both.
+    """
+
+    def __init__(self, budget, heuristic="dtr", seed=0):
+        if heuristic not in HEURISTICS:
+            raise CheckpointError(f"dynamic: unknown heuristic {heuristic!r}; choose one of "
+                                  f"{', '.join(HEURISTICS)}")
+        try:
+            self.budget = parse_bytes(budget)
+        except MinigradError as exc:
+            raise CheckpointError(f"dynamic: {exc}") from None
+        self.heuristic = heuristic
+        self._score = HEURISTICS[heuristic]
+        self.rng = random.Random(seed)
+        self.evictions = 0
+        self.remats = 0
+        self.remat_flops = 0
+        self.peak_bytes = 0
+        self.resident_bytes = 0
+        self.timeline: list = []
+        self._clock = 0
+        self._reserve = 0              # the largest allocation one op (or replay) has made
+        self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
+        self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
+        self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
+        self._pending: list = []
+        self._slot = [None, 0]         # (id of the node being packed for, next slot index)
+        self._stack = None
+
+    # --- the context -------------------------------------------------------------
+    def __enter__(self):
+        with contextlib.ExitStack() as stack:      # undone at once if the second cannot enter
+            stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            stack.enter_context(autograd.op_observer(self._observe))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        stack, self._stack = self._stack, None
+        stack.__exit__(*exc)
+        self._pending = []
+        if exc[0] is not None and issubclass(exc[0], BudgetError):
+            self.release()
+        else:      # what only recipes held goes now: a tensor kept after the block does not keep its ancestors
+            for buf in [b for b in self._held.values() if self.idle(b) and sys.getrefcount(b.array) == 2]:
+                self._evict(buf)
+        return False
+
+    def release(self):
+        """Drop every array the region holds (what is still needed is rematerialized if asked for)."""
+        for buf in list(self._held.values()):
+            buf.array = None
+        self._held.clear()
+
+    @property
+    def buffers(self) -> int:
+        """Buffers resident now (held for a saved array, or kept alive by a tensor)."""
+        return len(self._by_root)
+
+    # --- accounting ------------------------------------------------------------------
+    def _tick(self):
+        self._clock += 1
+        return self._clock
+
+    def _add(self, buf, array):
+        """``array`` is now the resident content of ``buf``."""
+        key = id(array)
+        buf.alive = weakref.ref(array, lambda _r, b=buf, k=key: self._gone(b, k))
+        self._by_root[key] = buf
+        self.resident_bytes += buf.nbytes
+        if self.resident_bytes > self.peak_bytes:
+            self.peak_bytes = self.resident_bytes
+        if buf.handles:
+            buf.array = array
+            self._held[id(buf)] = buf
+
+    @staticmethod
+    def _new(rec, root, kind, idx, now):
+        buf = _Buffer(root.nbytes, (rec, kind, idx), now)
+        rec.made.append(weakref.ref(buf))
+        return buf
+
+    def _gone(self, buf, key):
+        """The array of ``buf`` was freed (evicted, or nothing needs it any more)."""
+        if self._by_root.get(key) is buf:
+            del self._by_root[key]
+        buf.alive = None
+        self.resident_bytes -= buf.nbytes
+
+    def _unneeded(self, wr, buf, saved):
+        """What held ``buf`` let go: a saved array (its node ran backward, or died) or a recipe.
+
+        A buffer nothing needs any more is dropped (freed unless a live tensor holds
+        it), and the recipe that made it lets go of its inputs once nothing it made
+        is needed either: iteratively, as chains may be long.
+        """
+        if self._watch.pop(id(wr), None) is None:      # let go of earlier, with its recipe
+            return
+        buf.saved -= saved
+        work = [buf]
+        while work:
+            b = work.pop()
+            b.handles -= 1
+            if b.handles:
+                continue
+            if b.array is not None:
+                self._held.pop(id(b), None)
+                b.array = None
+            rec = b.recipe[0]
+            if rec.holds and all((m := w()) is None or m.handles == 0 for w in rec.made):
+                holds, rec.holds = rec.holds, []
+                for w, inp in holds:
+                    if self._watch.pop(id(w), None) is not None:
+                        work.append(inp)
+
+    def _need(self, ref, owner=None):
+        """``owner`` (a saved array's ref, or a recipe using the buffer) needs ``ref.buf``: hold it meanwhile."""
+        buf = ref.buf
+        saved = int(owner is None)
+        buf.handles += 1
+        buf.saved += saved
+        # kept by identity: weak references to one owner compare equal, and a set would keep only one
+        wr = weakref.ref(owner if owner is not None else ref, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
+        self._watch[id(wr)] = wr
+        if owner is not None:
+            owner.holds.append((wr, buf))
+        if buf.array is None:
+            buf.array = buf.current()
+            self._held[id(buf)] = buf
+
+    def _buffer_of(self, root):
+        buf = self._by_root.get(id(root))
+        return buf if buf is not None and buf.current() is root else None
+
+    # --- hooks -------------------------------------------------------------------------
+    def _pack(self, array):
+        if not is_array(array):
+            return array
+        node = id(autograd.current_node())
+        if self._slot[0] != node:
+            self._slot = [node, 0]
+        s = _Saved(array, self._slot[1], node)
+        self._slot[1] += 1
+        self._pending.append(s)
+        return s
+
+    def _unpack(self, handle):
+        if handle.__class__ is not _Saved:
+            return handle
+        ref = handle.ref
+        if ref is None:                       # read before its op ended
+            return handle.array
+        if ref.__class__ is _Const:
+            return ref.array
+        buf = ref.buf
+        buf.last = self._tick()
+        arr = buf.current()
+        if arr is None:
+            arr = self._rematerialize(buf)
+        return _view(arr, ref.geom)
+
+    def _observe(self, event):
+        node = event.node
+        if node is None:
+            # not recorded: nothing is saved, so its outputs are like arrays from outside (the
+            # budget covers what the tape keeps); a recorded op that uses one holds it as a constant
+            self._pending.clear()
+            return
+        now = self._tick()
+        before = self.resident_bytes
+        by_root = self._by_root
+        inputs, outside = [], set()
+        for t in event.inputs:
+            arr = t._data
+            root = arr if arr.base is None else _root(arr)
+            buf = by_root.get(id(root))
+            if buf is not None and buf.alive() is root:
+                buf.last = now
+                geom = None if arr is root else _geometry(arr, root)
+                inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
+            else:
+                inputs.append(_Const(arr))
+                outside.add(id(root))
+        # arrays passed as keyword arguments (dropout's mask, a target) are held by the recipe, so a
+        # buffer made of one could never be freed: they count as arrays from outside
+        for v in event.kwargs.values():
+            if is_array(v):
+                outside.add(id(_root(v)))
+        rec = _Record(event.fn_cls, node.needs_input_grad, tuple(inputs), event.kwargs, event.rng_state,
+                      event.flops)
+        for i, o in enumerate(event.outputs):
+            arr = o._data
+            root = arr if arr.base is None else _root(arr)
+            if id(root) not in outside and self._buffer_of(root) is None:
+                self._add(self._new(rec, root, "out", i, now), root)
+        pending, self._pending = self._pending, []
+        mine = id(node)
+        for s in pending:
+            if s.node != mine:                # left by an op that raised: its node is gone
+                continue
+            arr = s.array
+            root = arr if arr.base is None else _root(arr)
+            buf = self._buffer_of(root)
+            if buf is None:
+                if id(root) in outside:
+                    s.ref, s.array = _Const(arr), None
+                    continue
+                buf = self._new(rec, root, "saved", s.slot, now)
+                self._add(buf, root)
+            geom = None if arr is root else _geometry(arr, root)
+            if _rebuildable(root, geom):
+                s.ref = _Ref(buf, geom)
+                self._need(s.ref)
+                s.array = None
+            else:
+                s.ref = _Const(arr)
+        if rec.made and self.evictions:
+            # memory is tight and the op made buffers that may be replayed from its inputs: keep the
+            # inputs resident (and evictable) while the recipe lives (Note 5)
+            wrec = weakref.ref(rec)
+            for ref in inputs:
+                if ref.__class__ is _Ref:
+                    ref.buf.users.append(wrec)
+                    self._need(ref, owner=rec)
+        rec.new_bytes = self.resident_bytes - before
+        if rec.new_bytes > self._reserve:
+            self._reserve = rec.new_bytes
+        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, self.resident_bytes))
+        if self.resident_bytes + self._reserve > self.budget:
+            self._make_room(self._reserve, event.fn_cls.__name__, replay=False)
+
+    # --- eviction ------------------------------------------------------------------------
+    def _make_room(self, need, what, replay=True):
+        """Evict until ``need`` more bytes fit the budget; raise if what cannot be evicted does not fit.
+
+        After an op (``replay=False``) the reserve is a wish: only resident bytes over
+        the budget are an error. Before a replay the ``need`` is real. After a replay
+        (``replay=None``) only idle buffers are evicted, and nothing is an error.
+        """
+        if self.resident_bytes + need <= self.budget:
+            return
+        # evictable: has a recipe, and the region's reference (plus getrefcount's argument) is the only one
+        candidates = [b for b in self._held.values() if b.recipe is not None and sys.getrefcount(b.array) == 2]
+        score, now = self._score, self._clock
+        # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
+        # from them waits evicted), in the heuristic's order; then the rest
+        free = [b for b in candidates if self.idle(b)]
+        for tier in (free, [b for b in candidates if not self.idle(b)] if replay is not None else []):
+            while tier and self.resident_bytes + need > self.budget:
+                best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
+                self._evict(tier.pop(best))
+        if replay is not None and self.resident_bytes + (need if replay else 0) > self.budget:
+            fixed = self.resident_bytes
+            extra = f" plus the {_fmt(need)} the replay allocates" if replay else ""
+            raise BudgetError(
+                f"dynamic: a budget of {_fmt(self.budget)} ({self.budget:,} bytes) cannot hold what {what} "
+                f"needs at once: {_fmt(fixed)} that cannot be evicted (live tensors, the inputs of the running "
+                f"op, arrays being read){extra}. Raise the budget to at least {_fmt(fixed + (need if replay else 0))}"
+                f", or hold fewer tensors at once.")
+
+    def _evict(self, buf):
+        self._held.pop(id(buf), None)
+        buf.array = None               # the last reference: the weak callback books the bytes off
+        self.evictions += 1
+        self.timeline.append((profiler.current_phase(), f"evict {buf.recipe[0].fn_cls.__name__}",
+                              self.resident_bytes))
+
+    @staticmethod
+    def idle(buf) -> bool:
+        """True when only recipes read ``buf`` and nothing made from it waits evicted: evicting it costs nothing yet."""
+        if buf.saved:
+            return False
+        for w in buf.users:
+            u = w()
+            if u is not None:
+                for m in u.made:
+                    b = m()
+                    if b is not None and b.alive is None:
+                        return False
+        return True
+
+    def neighborhood_cost(self, buf) -> int:
+        """FLOPs of ``buf``'s evicted neighbourhood once it is evicted (the paper's e*): its op, the evicted
+        ancestors a replay needs, and the evicted descendants whose replay would now need it. A buffer
+        only recipes read costs nothing until something made from it is evicted."""
+        if self.idle(buf):
+            return 0
+        total, seen, stack = 0, set(), [buf.recipe[0]]
+        start = buf
+        while stack:
+            r = stack.pop()
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            total += r.flops
+            for ref in r.inputs:
+                if ref.__class__ is _Ref and ref.buf.alive is None:
+                    stack.append(ref.buf.recipe[0])
+            for wb in r.made:
+                b = wb()
+                if b is None or (b.alive is not None and b is not start):
+                    continue
+                for wu in b.users:
+                    u = wu()
+                    if u is not None and id(u) not in seen and any(
+                            (m := wm()) is not None and m.alive is None for wm in u.made):
+                        stack.append(u)
+        return total
+
+    # --- rematerialization --------------------------------------------------------------
+    def _rematerialize(self, target):
+        """Bring ``target`` back, replaying evicted ancestors first (iteratively: chains may be long).
+
+        Each frame holds the arrays of its inputs as they become available, which
+        pins them (they cannot be evicted while a deeper replay makes room).
+        """
+        frames = [(target, [None] * len(target.recipe[0].inputs))]
+        result = None
+        while True:
+            buf, arrays = frames[-1]
+            missing = None
+            for k, ref in enumerate(buf.recipe[0].inputs):
+                if arrays[k] is not None:
+                    continue
+                if ref.__class__ is _Const:
+                    arrays[k] = ref.array
+                    continue
+                arr = ref.buf.current()
+                if arr is None:
+                    missing = ref.buf
+                    break
+                arrays[k] = _view(arr, ref.geom)
+            if missing is not None:
+                frames.append((missing, [None] * len(missing.recipe[0].inputs)))
+                continue
+            result = self._replay(buf, arrays)   # kept alive by ``result`` until the parent takes it
+            frames.pop()
+            if not frames:
+                return result
+
+    def _replay(self, buf, arrays):
+        rec, kind, idx = buf.recipe
+        name = rec.fn_cls.__name__
+        self._make_room(rec.new_bytes, f"replaying {name}")
+        node = rec.fn_cls()
+        if rec.needs is not None:
+            node.requires_grad = True
+            node.needs_input_grad = rec.needs
+        with autograd.recomputing(rec.rng_state):
+            out = node.forward(*arrays, **_copy_kwargs(rec.kwargs))
+            if profiler.profiling():
+                profiler.record_op(name, rec.flops)
+        outs = (out,) if rec.fn_cls.n_outputs == 1 else tuple(out)
+        saved = [a for a in node.saved_arrays() if a is not None] if rec.needs is not None else []
+        result = _root(outs[idx] if kind == "out" else saved[idx])
+        del node, out, outs, saved
+        if result.nbytes != buf.nbytes:
+            raise CheckpointError(f"dynamic: replaying {name} gave an array of {result.nbytes} bytes where the "
+                                  f"first run gave {buf.nbytes}; the op must compute the same shapes again")
+        self.remats += 1
+        self.remat_flops += rec.flops
+        buf.last = self._tick()
+        self._add(buf, result)
+        self.timeline.append((profiler.current_phase(), f"replay {name}", self.resident_bytes))
+        if self.resident_bytes + self._reserve > self.budget:
+            self._make_room(self._reserve, name, replay=None)    # room for the next op, from idle buffers
+        return result
+
+
+class BudgetError(CheckpointError):
+    """The budget cannot hold what one op needs at once."""
+
+
+def dynamic(budget, heuristic="dtr", seed=0) -> Dynamic:
+    """Run a block under a cap on activation bytes, evicting and rematerializing as needed.
+
+    ``with dynamic(budget="8MB", heuristic="dtr") as d: ...``; heuristic is
+    "dtr" | "dtr_local" | "lru" | "size" | "random" (seeded by ``seed``).
+    See Note [Dynamic rematerialization].
+    """
+    return Dynamic(budget, heuristic, seed)
+
+
+__all__ = ["dynamic", "Dynamic", "BudgetError", "HEURISTICS"]

@@ -1,0 +1,357 @@
+"""Dynamic rematerialization: exact gradients, the cap in measured bytes, the DTR theorem, no leaks, errors."""
+import gc
+import math
+import re
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn, profiler
+from minigrad.checkpoint import dynamic
+from minigrad.checkpoint.dynamic import HEURISTICS, BudgetError
+from minigrad.errors import CheckpointError, MinigradError
+
+# --------------------------------------------------------------------------- models
+
+
+def _mlp_bn_dropout():
+    mg.manual_seed(1)
+    return nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                                        nn.Dropout(0.2))]), (16, 32)
+
+
+def _residual():
+    mg.manual_seed(2)
+    return nn.Sequential(*[nn.Residual(nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32)))
+                           for _ in range(4)]), (16, 32)
+
+
+def _transformer():
+    mg.manual_seed(3)
+    return nn.Sequential(*[nn.TransformerBlock(16, 32) for _ in range(2)]), (4, 8, 16)
+
+
+MODELS = {"mlp_bn_dropout": _mlp_bn_dropout, "residual": _residual, "transformer": _transformer}
+
+
+def _step(model, x, budget=None, heuristic="dtr"):
+    """One forward and backward (plain, or under ``dynamic``); returns gradients, buffers and the region."""
+    mg.manual_seed(7)
+    model.zero_grad()
+    d = None
+    if budget is None:
+        (model(x) ** 2).mean().backward()
+    else:
+        with dynamic(budget, heuristic=heuristic) as d:
+            (model(x) ** 2).mean().backward()
+    return [p.grad.data.copy() for p in model.parameters()], [b.data.copy() for b in model.buffers()], d
+
+
+def _plain_peak(model, x):
+    """The activation bytes the region counts when nothing is evicted."""
+    state = model.state_dict()
+    _, _, d = _step(model, x, budget=10**12)
+    model.load_state_dict(state)
+    assert d.evictions == 0
+    return d.peak_bytes
+
+
+def _chain(n_layers, n=256):
+    """A chain of tanh layers on a vector: each layer's output (one unit) is what its backward needs."""
+    x = mg.tensor(np.linspace(-1.0, 1.0, n), requires_grad=True)
+
+    def step():
+        h = x
+        for _ in range(n_layers):
+            h = h.tanh()
+        h.sum().backward()
+    return x, step, n * 8
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("heuristic", sorted(HEURISTICS))
+def test_gradients_bit_identical_at_half_budget(name, heuristic):
+    model, shape = MODELS[name]()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    state = model.state_dict()
+    plain = _plain_peak(model, x)
+    g0, b0, _ = _step(model, x)
+    model.load_state_dict(state)
+    g1, b1, d = _step(model, x, budget=plain // 2, heuristic=heuristic)
+    assert d.evictions > 0 and d.remats > 0
+    assert d.peak_bytes <= plain // 2
+    for a, b in zip(g0 + b0, g1 + b1):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_batchnorm_stats_once_and_dropout_masks_replayed():
+    model, shape = _mlp_bn_dropout()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    state = model.state_dict()
+    plain = _plain_peak(model, x)
+    g0, b0, _ = _step(model, x)
+    after_plain = mg.random.get_rng_state()
+    model.load_state_dict(state)
+    g1, b1, d = _step(model, x, budget=plain // 2)
+    replayed = {row[1] for row in d.timeline if row[1].startswith("replay ")}
+    assert "replay BatchNorm" in replayed         # BatchNorm ran again, and its statistics moved once
+    assert mg.random.get_rng_state() == after_plain  # replays leave the generators where the plain run did
+    for a, b in zip(b0, b1):
+        assert np.array_equal(a, b)
+    for a, b in zip(g0, g1):
+        assert np.array_equal(a, b)
+
+
+def test_ample_budget_evicts_nothing():
+    model, shape = _transformer()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    plain = _plain_peak(model, x)
+    _, _, d = _step(model, x, budget=2 * plain)
+    assert (d.evictions, d.remats, d.remat_flops) == (0, 0, 0)
+    assert d.peak_bytes == plain
+    assert (d.buffers, d.resident_bytes) == (0, 0)       # all let go when backward ends, no collector needed
+
+
+# --------------------------------------------------------------------------- the cap, measured
+
+
+def test_forward_peak_predicted_equals_profiler():
+    """In a forward pass every array minigrad allocates is a region buffer: the two counts agree exactly."""
+    x, _, unit = _chain(0)
+    for budget_units in (100, 9):
+        with profiler.profile() as prof, dynamic(budget_units * unit) as d:
+            h = x
+            for _ in range(40):
+                h = h.tanh()
+        assert prof.peak_bytes - prof.start_bytes == d.peak_bytes
+        assert d.peak_bytes == min(40, budget_units) * unit     # 40 outputs, or as many as the budget holds
+        assert (d.evictions > 0) == (budget_units < 40)
+        del h
+
+
+def test_cap_in_measured_bytes_steady_state():
+    """Three steps in one region; the third is measured by the profiler and by tracemalloc.
+
+    Beyond the budget, a step holds only what the budget does not cover: the
+    gradient flowing back and the one being made (profiler: 2 units; tracemalloc
+    also sees the temporaries inside tanh's backward, 3 more), and x.grad.
+    Units are large (128 kB) so the tape's Python objects, which tracemalloc
+    also counts (about 1.5 kB a layer), stay well under one unit.
+    """
+    n_layers, budget_units = 48, 10
+    x, step, unit = _chain(n_layers, n=2**14)
+    with profiler.profile() as plain:
+        step()
+    assert plain.peak_bytes - plain.start_bytes >= n_layers * unit      # the cap below is a real one
+    with dynamic(budget_units * unit) as d:
+        for _ in range(2):
+            x.grad = None
+            step()
+        x.grad = None
+        gc.collect()
+        tracemalloc.start()
+        try:
+            start, _ = tracemalloc.get_traced_memory()
+            with profiler.profile() as prof:
+                step()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert d.evictions > 0
+    assert d.peak_bytes <= budget_units * unit
+    assert prof.peak_bytes - prof.start_bytes <= (budget_units + 3) * unit
+    assert peak - start <= (budget_units + 6) * unit
+
+
+# --------------------------------------------------------------------------- the DTR theorem
+
+
+@pytest.mark.parametrize("n_layers", [64, 256])
+def test_dtr_theorem_linear_chain(n_layers):
+    """Kirisame et al.: a budget of O(√N) units reverses an N-layer chain in O(N) operations (here <= 4N)."""
+    x, step, unit = _chain(n_layers)
+    step()
+    g0 = x.grad.data.copy()
+    c = 2
+    budget_units = 2 * math.ceil(math.sqrt(n_layers)) + c
+    x.grad = None
+    with dynamic(budget_units * unit, heuristic="dtr") as d:
+        step()
+    assert d.evictions > 0
+    assert n_layers + d.remats <= 4 * n_layers
+    assert d.peak_bytes <= budget_units * unit
+    assert np.array_equal(x.grad.data, g0)
+
+
+def test_lru_needs_more_recompute_than_dtr_on_a_long_chain():
+    """The theorem is about h_DTR: evicting the stalest buffer recomputes more (the paper's observation)."""
+    x, step, unit = _chain(256)
+    counts = {}
+    for h in ("dtr", "lru"):
+        x.grad = None
+        with dynamic(34 * unit, heuristic=h) as d:
+            step()
+        counts[h] = d.remats
+    assert counts["dtr"] < counts["lru"]
+
+
+# --------------------------------------------------------------------------- what is never evicted
+
+
+def test_params_user_inputs_and_held_tensors_stay():
+    model, shape = _residual()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32), requires_grad=True)
+    plain = _plain_peak(model, x)
+    params = {id(p): (p.data, p.data.copy()) for p in model.parameters()}
+    x_data = x.data
+    held = {}
+    with dynamic(plain * 3 // 4) as d:
+        h = x
+        for i, block in enumerate(model):
+            h = block(h)
+            if i in (0, 2):
+                held[i] = h            # the user keeps two blocks' outputs
+        (h ** 2).mean().backward()
+    assert d.evictions > 0
+    assert x.data is x_data and x.grad is not None
+    for p in model.parameters():
+        arr, copy = params[id(p)]
+        assert p.data is arr and np.array_equal(arr, copy)
+    # held outputs are pinned: nothing of theirs was evicted, and they count against the budget
+    with mg.no_grad():
+        h = x
+        for i, block in enumerate(model):
+            h = block(h)
+            if i in held:
+                assert np.array_equal(h.data, held[i].data)
+    assert d.peak_bytes <= plain * 3 // 4
+
+
+# --------------------------------------------------------------------------- leaks and errors
+
+
+def test_no_leak_over_twenty_steps():
+    model, shape = _mlp_bn_dropout()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    target = mg.tensor(np.random.default_rng(1).integers(0, 32, shape[0]))
+    opt = mg.optim.SGD(model.parameters(), lr=0.01)
+    plain = _plain_peak(model, x)
+    counts = []
+    with dynamic(plain // 2) as d:
+        for _ in range(20):
+            model.zero_grad()
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, target) + (out * out).mean()   # one buffer read twice
+            del out
+            loss.backward()
+            opt.step()
+            del loss
+            gc.collect()
+            counts.append((profiler.live_tensors(), profiler.live_bytes(), d.buffers, d.resident_bytes))
+    assert d.evictions > 0
+    assert d.peak_bytes <= plain // 2                   # every step, the first included
+    assert len(set(counts[1:])) == 1, counts
+    assert counts[-1][2:] == (0, 0)
+
+
+def test_impossible_budget_raises_and_leaves_nothing_behind():
+    x, step, unit = _chain(16)
+    gc.collect()
+    base_tensors, base_bytes = profiler.live_tensors(), profiler.live_bytes()
+    with pytest.raises(BudgetError) as info:
+        with dynamic(unit // 2) as d:
+            step()
+    msg = str(info.value)
+    assert isinstance(info.value, (CheckpointError, MinigradError))
+    assert f"{unit // 2:,} bytes" in msg and "Tanh" in msg and "Raise the budget" in msg
+    del info
+    x.grad = None
+    gc.collect()
+    assert (profiler.live_tensors(), profiler.live_bytes()) == (base_tensors, base_bytes)
+    assert d.buffers == 0 and d.resident_bytes == 0
+    # no hooks left: a plain step saves its arrays as they are and needs no region
+    step()
+    g = x.grad.data.copy()
+    x.grad = None
+    with dynamic(10**9):
+        step()
+    assert np.array_equal(g, x.grad.data)
+
+
+def test_bad_arguments():
+    with pytest.raises(CheckpointError, match="unknown heuristic 'fifo'"):
+        dynamic("1MB", heuristic="fifo")
+    with pytest.raises(CheckpointError, match="cannot read a byte size"):
+        dynamic("lots")
+    assert dynamic("2MB").budget == 2_000_000
+
+
+def test_train_command_under_dynamic_matches_plain(capsys):
+    pytest.importorskip("tqdm", reason="the train command shows a tqdm progress bar (installed with the dev extra)")
+    from minigrad.cli import main
+    args = ["train", "--samples", "40", "--depth", "4", "--width", "16", "--epochs", "5", "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--checkpoint", "dynamic:32kB", "--bytes"]) == 0
+    dyn = capsys.readouterr().out
+    pick = lambda text: re.search(r"training accuracy (\S+) .* held-out accuracy (\S+) .* loss (\S+)",  # noqa: E731
+                                  text).groups()
+    assert pick(plain) == pick(dyn)                       # the same training, bit for bit
+    evictions, replays = map(int, re.search(r"(\d+) evictions, (\d+) replays", dyn).groups())
+    assert evictions > 0 and replays > 0
+    assert "dynamic region: budget 32,000 B, heuristic dtr:" in dyn
+    peak = int(re.search(r"the region's own peak ([\d,]+) B", dyn).group(1).replace(",", ""))
+    assert peak <= 32_000
+
+
+def test_dtr_recompute_near_the_chain_planners_optimum():
+    """At the memory the exact chain planner's plan measures, DTR recomputes at most 1.5x its FLOPs."""
+    from minigrad.checkpoint import checkpoint_sequential, plan
+    mg.manual_seed(4)
+    blocks = [nn.Sequential(nn.Linear(32, 32, dtype=np.float64), nn.Tanh()) for _ in range(16)]
+    x = mg.tensor(np.random.default_rng(0).standard_normal((128, 32)))
+
+    def run(forward, budget=None):
+        with profiler.profile() as prof:
+            region = dynamic(budget) if budget is not None else None
+            if region is not None:
+                region.__enter__()
+            try:
+                h = forward()
+                (h * h).mean().backward()
+                del h
+            finally:
+                if region is not None:
+                    region.__exit__(None, None, None)
+        return prof.peak_bytes - prof.start_bytes, prof.flops["recompute"]
+
+    def plain():
+        h = x
+        for b in blocks:
+            h = b(h)
+        return h
+
+    run(plain)                                   # parameter gradients exist from here on
+    peak, _ = run(plain)
+    schedule = plan(blocks, x, strategy="budget", budget=peak // 2)
+    opt_peak, opt_rec = run(lambda: checkpoint_sequential(blocks, x, strategy="budget", budget=peak // 2))
+    assert opt_rec > 0 and opt_peak < peak and schedule.simulate().recomputed_forwards > 0
+    lo, hi, best = 0, opt_peak, None
+    while hi - lo > 256:                         # the largest DTR budget whose step fits the planner's memory
+        mid = (lo + hi) // 2
+        try:
+            got = run(plain, mid)
+        except BudgetError:
+            lo = mid
+            continue
+        if got[0] <= opt_peak:
+            lo, best = mid, got
+        else:
+            hi = mid
+    assert best is not None and best[0] <= opt_peak
+    assert best[1] <= 1.5 * opt_rec, (best, opt_rec)
