@@ -18,7 +18,7 @@ What is measured
    most M; DTR: the largest ``dynamic`` budget whose run measures at most M,
    per heuristic. Recompute = FLOPs booked to the "recompute" phase. The chain
    planner plans at block granularity, so its optimum is an upper bound on the
-   op-level optimum; the op-level graph planner is compared when present.
+   op-level optimum; section 5 compares with the op-level graph planner.
 3. **Overhead vs budget.** The MLP chain under ``dynamic`` at budgets from 100%
    of the plain activation peak down to the smallest that runs, per heuristic:
    recompute FLOPs as a percentage of the forward FLOPs.
@@ -360,7 +360,7 @@ def section_graph(args, np, mg):
                      f"(measured {plain_meas:,} B); planner budget {budget:,} B ({where}); optimal plan {proven}, "
                      f"solved in {p.solve_seconds:.1f} s{bound}")
         for h in HEURISTICS:
-            got = least_recompute(mg, lambda b, h=h: graph_step(mg, fn, xs, "dynamic", b, h), opt_peak)
+            got = least_recompute(mg, lambda b, h=h, fn=fn, xs=xs: graph_step(mg, fn, xs, "dynamic", b, h), opt_peak)
             head = [name, f"{opt_peak:,}", f"{opt_rec:,}", proven, h]
             if got is None:
                 rows.append(head + ["none fits", "", "", ""])

@@ -388,7 +388,7 @@ def test_dtr_recompute_near_the_graph_planners_optimum():
     while hi - lo > 256:                         # the largest DTR budget whose step fits the planner's memory
         mid = (lo + hi) // 2
         try:
-            got = run(lambda: under_dynamic(mid))
+            got = run(lambda b=mid: under_dynamic(b))
         except BudgetError:
             lo = mid
             continue
