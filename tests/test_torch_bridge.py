@@ -28,7 +28,7 @@ def test_import_without_torch_is_a_minigrad_error():
             "except MinigradError as e:\n    assert isinstance(e, ImportError); print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ERR minigrad.torch_bridge") and "pip install 'minigrad[torch]'" in out.stdout
+    assert out.stdout.startswith("ERR minigrad.torch_bridge") and 'python -m pip install ".[torch]"' in out.stdout
 
 
 

@@ -1,6 +1,6 @@
 """Plan in minigrad, run in PyTorch: minigrad's checkpointing schedules on ``torch.nn`` chains.
 
-Optional (``pip install minigrad[torch]``); the core never imports torch.
+Optional (``python -m pip install ".[torch]"`` from a clone); the core never imports torch.
 
     from minigrad.torch_bridge import checkpoint_sequential
     y = checkpoint_sequential(model_blocks, x, strategy="budget", budget="64MB")
@@ -28,8 +28,8 @@ try:
 except ImportError as exc:   # the bridge is the one place minigrad needs torch: say how to get it
     raise TorchMissingError(
         "minigrad.torch_bridge runs minigrad's checkpointing plans on PyTorch modules, but PyTorch is not "
-        f"installed ({exc}). Install the extra: pip install 'minigrad[torch]' (torch>=2.1); the rest of "
-        "minigrad works without it.") from exc
+        f"installed ({exc}). Install the extra from the repository: python -m pip install \".[torch]\" "
+        "(torch>=2.1); the rest of minigrad works without it.") from exc
 
 from .executor import checkpoint_sequential, run_schedule  # noqa: E402
 from .measure import Meter, measure  # noqa: E402
