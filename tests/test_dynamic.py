@@ -1,4 +1,5 @@
 """Dynamic rematerialization: exact gradients, the cap in measured bytes, the DTR theorem, no leaks, errors."""
+import functools
 import gc
 import math
 import re
@@ -357,11 +358,9 @@ def test_dtr_recompute_near_the_chain_planners_optimum():
     assert best[1] <= 1.5 * opt_rec, (best, opt_rec)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 14's target is missed on graph models: at the peak the proven-optimal graph plan "
-                          "measures, DTR recomputes about 3x its FLOPs (benchmarks/dynamic.py section 5)")
-def test_dtr_recompute_near_the_graph_planners_optimum():
-    """At the memory a proven-optimal graph plan measures, DTR recomputes at most 1.5x its FLOPs (residual MLP)."""
+@functools.lru_cache(maxsize=1)
+def _dtr_at_the_graph_optimums_memory():
+    """(DTR's (peak, recompute) at the largest budget that fits, the optimum's (peak, recompute)) on a residual MLP."""
     from minigrad.checkpoint import capture, checkpoint
     from minigrad.checkpoint.graph_models import residual_mlp
     from minigrad.checkpoint.graph_run import cached_plan
@@ -399,5 +398,19 @@ def test_dtr_recompute_near_the_graph_planners_optimum():
             lo, best = mid, got
         else:
             hi = mid
+    return best, (opt_peak, opt_rec)
+
+
+def test_dtr_runs_within_the_memory_of_the_proven_optimal_graph_plan():
+    """A proven-optimal plan at half the plain peak measures about half; some DTR budget fits under its peak."""
+    best, (opt_peak, _) = _dtr_at_the_graph_optimums_memory()
     assert best is not None and best[0] <= opt_peak
-    assert best[1] <= 1.5 * opt_rec, (best, opt_rec)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the 1.5x target is not met on graph models yet: at the peak the proven-optimal graph plan "
+                          "measures, DTR recomputes about 3x its FLOPs (benchmarks/dynamic.py section 5)")
+def test_dtr_recompute_near_the_graph_planners_optimum():
+    """At the memory a proven-optimal graph plan measures, DTR recomputes at most 1.5x its FLOPs (residual MLP)."""
+    best, (_, opt_rec) = _dtr_at_the_graph_optimums_memory()
+    assert best is not None and best[1] <= 1.5 * opt_rec, (best, opt_rec)
