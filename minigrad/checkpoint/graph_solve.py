@@ -125,16 +125,26 @@ class _Program:
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
 
-    def solve(self, budget, integral=True, time_limit=60.0):
-        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found."""
+    def solve(self, budget, integral=True, time_limit=60.0, cutoff=None):
+        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
+
+        ``cutoff``: the cost of a known plan. A plan at most that dear never
+        re-runs a node whose forward alone costs more, so those recompute
+        columns are fixed at zero: the program then holds only plans no dearer
+        than the known one, and its bound is a bound on those (the caller takes
+        the lesser of it and the known cost).
+        """
         from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
 
         hi = self.hi.copy()
         for row, const in self.mem_rows:
             hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
         lb = np.zeros(self.ncols)
+        ub = self.ub.copy()
+        if cutoff is not None:
+            ub[(self.integrality > 0) & (self.c > cutoff)] = 0.0
         res = milp(self.c, constraints=LinearConstraint(self.A, self.lo, hi),
-                   integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
+                   integrality=self.integrality if integral else None, bounds=Bounds(lb, ub),
                    options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
         res.R = None
         res.Sval = None
@@ -192,21 +202,34 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
+    """The MILP, pruned by the best baseline plan's cost, then (when time is left) by its own first incumbent."""
     t0 = time.perf_counter()
     p = _Program(m)
-    res = p.solve(budget, integral=True, time_limit=time_limit)
-    if res.R is None:
+    best, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    cutoff = _cost(m, best) if best is not None else None
+    note, proven, bound = "MILP solved by HiGHS", False, None
+    for phase in (0, 1):
+        left = time_limit - (time.perf_counter() - t0)
+        if left <= 0.5 and phase:
+            break
+        # a short first run finds an incumbent whose cost prunes the second run's columns further
+        res = p.solve(budget, integral=True, time_limit=left / 4 if phase == 0 else left, cutoff=cutoff)
+        if res.R is not None and (best is None or _cost(m, res.R) <= _cost(m, best)):
+            best, label = res.R, None
+        proven = res.status == 0 or (res.status == 2 and best is not None)   # 2: nothing cheaper than the cutoff
+        bound = res.fun if proven and res.R is not None else getattr(res, "mip_dual_bound", None)
+        if proven or best is None:
+            break
+        cutoff = _cost(m, best)
+    if best is None:
         raise _below_minimum(m, budget, "optimal", time_limit)
-    proven = res.status == 0
-    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
-    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
-        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-        if base is not None and _cost(m, base) < _cost(m, res.R):
-            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
-    cost = m.simulate(res.R)[3]
-    bound = getattr(res, "mip_dual_bound", None)
+    cost = _cost(m, best)
+    if label is not None:
+        note += f"; no cheaper plan than a baseline's: {label}" if proven else f"; a baseline plan was cheaper: {label}"
+    if not proven:
+        note += f" (time limit {time_limit:g} s reached: not proven)"
     lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
-    return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
+    return best, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
 def _solve_lp(m, budget, time_limit):
@@ -221,10 +244,20 @@ def _solve_lp(m, budget, time_limit):
     """
     t0 = time.perf_counter()
     p = _Program(m)
-    res = p.solve(budget, integral=False, time_limit=time_limit)
-    if res.x is None:
+    # The baselines' keep sets compete, and the cheapest prunes the LP (``_Program.solve``'s cutoff).
+    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    cutoff = _cost(m, base) if base is not None else None
+    res = p.solve(budget, integral=False, time_limit=time_limit, cutoff=cutoff)
+    if res.x is None and base is None:
         raise _below_minimum(m, budget, "lp", time_limit)
+    if res.x is None:
+        proven = res.status == 2     # infeasible below the cutoff: no plan is cheaper than the baseline's
+        how = "no plan is cheaper than" if proven else f"the LP did not finish in {time_limit:g} s; plan of"
+        return base, _cost(m, base) if proven else 0, proven, f"{how} a baseline keep set: {label}", \
+            time.perf_counter() - t0
     lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
+    if cutoff is not None:
+        lower = min(lower, cutoff)
     best, how = None, ""
     tries, scale = 0, 1.0
     while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
@@ -248,12 +281,10 @@ def _solve_lp(m, budget, time_limit):
         if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
             break
         scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
-        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4, cutoff=cutoff)
         if res2.x is None:
             break
         res = res2
-    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
-    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
     if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
         best, how = base, f"a baseline keep set was cheaper: {label}"
     if best is None:
