@@ -47,15 +47,15 @@ METHODS = ("optimal", "lp", "greedy", "articulation", "none")
 class _Program:
     """The MILP of the Note as sparse arrays, for one graph (the budget is only the right-hand sides)."""
 
-    def __init__(self, model: Model, min_budget=False):
+    def __init__(self, model: Model, min_budget=False, cutoff=None):
         m = self.model = model
         self.min_budget = min_budget
         self.S, self.R = [], []          # per stage: {object: column}, {node: column}
         cols = 0
-        for s, w in enumerate(m.stages):
-            sv = {o: cols + k for k, o in enumerate(m.objects_at(s))}
+        for s, (objs, nodes) in enumerate(self._useful(m, cutoff)):
+            sv = {o: cols + k for k, o in enumerate(objs)}
             cols += len(sv)
-            rv = {v: cols + k for k, v in enumerate(range(w + 1))}
+            rv = {v: cols + k for k, v in enumerate(nodes)}
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
@@ -80,22 +80,24 @@ class _Program:
         self.unit = unit
         for s, w in enumerate(m.stages):
             S, R = self.S[s], self.R[s]
+            def pick(cols, key, coef):
+                return [(cols[key], coef)] if key in cols else []
+
             for o in m.need[s]:
-                e = [(R[o // 2], 1.0)] + ([(S[o], 1.0)] if o in S else [])
-                add(e, 1.0, np.inf)
-            for v in range(w + 1):
+                add(pick(R, o // 2, 1.0) + pick(S, o, 1.0), 1.0, np.inf)
+            for v, c in R.items():
                 for u in m.inputs[v]:
                     if O(u) in m.always:
                         continue
-                    e = [(R[v], 1.0), (R[u], -1.0)] + ([(S[O(u)], -1.0)] if O(u) in S else [])
-                    add(e, -np.inf, 0.0)
+                    add([(c, 1.0)] + pick(R, u, -1.0) + pick(S, O(u), -1.0), -np.inf, 0.0)
             for o, c in S.items():
-                add([(c, 1.0), (R[o // 2], 1.0)], -np.inf, 1.0)
+                if o // 2 in R:
+                    add([(c, 1.0), (R[o // 2], 1.0)], -np.inf, 1.0)
                 if s > 0:
-                    prev = [(self.S[s - 1][o], -1.0)] if o in self.S[s - 1] else []
-                    add([(c, 1.0), (self.R[s - 1][o // 2], -1.0)] + prev, -np.inf, 0.0)
+                    add([(c, 1.0)] + pick(self.R[s - 1], o // 2, -1.0) + pick(self.S[s - 1], o, -1.0),
+                        -np.inf, 0.0)
             e = [(c, m.size[o] / unit) for o, c in S.items() if m.size[o]]
-            e += [(R[v], (m.size[O(v)] + m.size[X(v)]) / unit) for v in range(w + 1)
+            e += [(c, (m.size[O(v)] + m.size[X(v)]) / unit) for v, c in R.items()
                   if m.size[O(v)] + m.size[X(v)]]
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
@@ -124,6 +126,36 @@ class _Program:
             self.c[:] = 0
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
+
+    @staticmethod
+    def _useful(m, cutoff):
+        """Per stage: the objects worth holding and the nodes worth re-running there.
+
+        An object is worth holding at stage s only if a backward at s or later
+        reads it, or a node worth re-running at s or later reads it; a node is
+        worth re-running only if one of its objects is worth having and (with a
+        ``cutoff``, the cost of a known plan) its forward costs no more than
+        the cutoff. Everything else only costs bytes or FLOPs, so leaving it
+        out loses no plan that matters and shrinks the program.
+        """
+        out, useful = [], set()
+        for s in range(len(m.stages) - 1, -1, -1):
+            w = m.stages[s]
+            todo = [o for o in m.need[s] if o not in useful]
+            useful.update(todo)
+            while todo:
+                v = todo.pop() // 2
+                if cutoff is not None and m.flops[v] > cutoff:
+                    continue
+                for u in m.inputs[v]:
+                    if O(u) not in useful and O(u) not in m.always:
+                        useful.add(O(u))
+                        todo.append(O(u))
+            objs = [o for o in m.objects_at(s) if o in useful]
+            nodes = [v for v in range(w + 1) if (O(v) in useful or X(v) in useful)
+                     and (cutoff is None or m.flops[v] <= cutoff)]
+            out.append((objs, nodes))
+        return out[::-1]
 
     def solve(self, budget, integral=True, time_limit=60.0, cutoff=None):
         """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
@@ -204,8 +236,7 @@ def _none_R(m):
 def _solve_optimal(m, budget, time_limit):
     """The MILP, pruned by the best baseline plan's cost, then (when time is left) by its own first incumbent."""
     t0 = time.perf_counter()
-    p = _Program(m)
-    best, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    best, label = _best_of(m, budget, _incumbents(m))
     cutoff = _cost(m, best) if best is not None else None
     note, proven, bound = "MILP solved by HiGHS", False, None
     for phase in (0, 1):
@@ -213,6 +244,7 @@ def _solve_optimal(m, budget, time_limit):
         if left <= 0.5 and phase:
             break
         # a short first run finds an incumbent whose cost prunes the second run's columns further
+        p = _Program(m, cutoff=cutoff)
         res = p.solve(budget, integral=True, time_limit=left / 4 if phase == 0 else left, cutoff=cutoff)
         if res.R is not None and (best is None or _cost(m, res.R) <= _cost(m, best)):
             best, label = res.R, None
@@ -237,30 +269,34 @@ def _solve_lp(m, budget, time_limit):
 
     Candidates: R rounded at several thresholds (holding then follows), S
     rounded likewise (held at every stage, or only the forward's kept set),
-    nodes the LP seldom recomputes kept, and the
-    baselines' keep sets; the cheapest that fits wins. While none is within
-    10% of the bound, the LP is solved again with a tighter budget (room for
-    the rounding, as Checkmate does), up to three times.
+    nodes the LP seldom recomputes kept, and the incumbents' keep sets; the
+    cheapest that fits wins. Its cost prunes the LP (``_Program``'s cutoff),
+    which is solved again: a pruned LP's bound is a bound on the plans no
+    dearer than the cutoff, so the lesser of the two bounds every plan. When
+    the rounding finds nothing cheaper, the LP is solved with a tighter
+    budget instead (room for the rounding, as Checkmate does). Stops within
+    10% of the bound, after six LPs, or at half the time limit.
     """
     t0 = time.perf_counter()
-    p = _Program(m)
-    # The baselines' keep sets compete, and the cheapest prunes the LP (``_Program.solve``'s cutoff).
-    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-    cutoff = _cost(m, base) if base is not None else None
-    res = p.solve(budget, integral=False, time_limit=time_limit, cutoff=cutoff)
-    if res.x is None and base is None:
-        raise _below_minimum(m, budget, "lp", time_limit)
-    if res.x is None:
-        proven = res.status == 2     # infeasible below the cutoff: no plan is cheaper than the baseline's
-        how = "no plan is cheaper than" if proven else f"the LP did not finish in {time_limit:g} s; plan of"
-        return base, _cost(m, base) if proven else 0, proven, f"{how} a baseline keep set: {label}", \
-            time.perf_counter() - t0
-    lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
-    if cutoff is not None:
-        lower = min(lower, cutoff)
-    best, how = None, ""
-    tries, scale = 0, 1.0
-    while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
+    best, label = _best_of(m, budget, _incumbents(m))
+    how = f"an incumbent keep set: {label}" if best is not None else ""
+    cutoff = _cost(m, best) if best is not None else None
+    lower, scale, p, built_for = 0, 1.0, None, object()
+    for _ in range(6):
+        left = time_limit - (time.perf_counter() - t0)
+        if left <= 0.5 or (best is not None and _cost(m, best) <= 1.1 * lower):
+            break
+        if built_for != cutoff:
+            p, built_for = _Program(m, cutoff=cutoff), cutoff
+        res = p.solve(budget * scale, integral=False, time_limit=left, cutoff=cutoff)
+        if res.x is None:
+            if res.status == 2 and scale == 1.0 and best is not None:   # nothing cheaper than the cutoff
+                lower = _cost(m, best)
+            break
+        if scale == 1.0:
+            bound = int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun))))
+            lower = max(lower, bound if cutoff is None else min(bound, cutoff))
+        improved = False
         again = {}                                   # how often the LP recomputes each node, in total
         for R in res.Rfrac:
             for v, x in R.items():
@@ -276,17 +312,12 @@ def _solve_lp(m, budget, time_limit):
                 except ScheduleError:       # a rounded R that would have to hold a view
                     continue
                 if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
-                    best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
-        tries += 1
-        if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
-            break
-        scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
-        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4, cutoff=cutoff)
-        if res2.x is None:
-            break
-        res = res2
-    if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
-        best, how = base, f"a baseline keep set was cheaper: {label}"
+                    best, improved = R, True
+                    how = f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
+        if improved:
+            cutoff, scale = _cost(m, best), 1.0
+        else:
+            scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
     if best is None:
         raise _below_minimum(m, budget, "lp", time_limit)
     cost = _cost(m, best)
@@ -307,6 +338,23 @@ def _best_of(m, budget, keeps):
         if peak <= budget and (best is None or flops < _cost(m, best)):
             best, label = R, name
     return best, label
+
+
+def _cheap_keeps(m):
+    """Keep the output of every node whose forward costs at least a threshold, re-run the cheaper ones (one set per threshold)."""
+    costs = sorted({m.flops[v] for v in range(m.n)})
+    costs = [costs[k * len(costs) // 40] for k in range(40)] if len(costs) > 40 else costs
+    keeps = []
+    for t in costs:
+        keep = {o for v in range(m.n) if m.flops[v] >= t for o in (O(v), X(v))
+                if m.size[o] and not m.view[v] and v not in m.outputs}
+        keeps.append((keep, f"keep ops of >= {t:,} FLOPs"))
+    return keeps
+
+
+def _incumbents(m):
+    """Keep sets whose cheapest fitting plan seeds the MILP and the LP rounding (never the greedy/articulation methods)."""
+    return _greedy_keeps(m) + _articulation_keeps(m) + _cheap_keeps(m)
 
 
 def _greedy_keeps(m):
