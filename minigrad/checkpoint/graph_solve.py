@@ -29,6 +29,16 @@ instead of over 60 s on a 40-op graph). The plan is read off R alone
 (``Model.held_for`` holds the least that serves it). The objective has
 integer coefficients, so a bound rounds up to an integer and HiGHS closes
 the gap to zero.
+
+Pruning (``_Program._useful``): a stage gets columns only for objects a
+later backward or a useful re-run can read, and for nodes making them. The
+cost of a known plan (the cheapest of the incumbents: greedy, articulation,
+and keeping every op above a FLOP threshold) is a cutoff: a node whose
+forward costs more is never re-run by a cheaper plan, so its columns go.
+"optimal" solves twice, the second time pruned by the first's incumbent.
+The pruning shrinks the program but not the LP's weakness: the relaxation
+builds a hold out of many small fractional re-runs spread over stages, so its
+bound stays far below the optimum on graphs with many cheap ops.
 """
 from __future__ import annotations
 
