@@ -360,7 +360,7 @@ def _best_of(m, budget, keeps):
 
 
 def _cheap_keeps(m):
-    """Keep the output of every node whose forward costs at least a threshold, re-run the cheaper ones (one set per threshold)."""
+    """Per FLOP threshold: keep the arrays of every op at least that dear, re-run the cheaper ones."""
     costs = sorted({m.flops[v] for v in range(m.n)})
     costs = [costs[k * len(costs) // 40] for k in range(40)] if len(costs) > 40 else costs
     keeps = []
@@ -372,7 +372,7 @@ def _cheap_keeps(m):
 
 
 def _incumbents(m):
-    """Keep sets whose cheapest fitting plan seeds the MILP and the LP rounding (never the greedy/articulation methods)."""
+    """Keep sets whose cheapest fitting plan seeds "optimal" and "lp" (not the baseline methods)."""
     return _greedy_keeps(m) + _articulation_keeps(m) + _cheap_keeps(m)
 
 
