@@ -29,18 +29,6 @@ instead of over 60 s on a 40-op graph). The plan is read off R alone
 (``Model.held_for`` holds the least that serves it). The objective has
 integer coefficients, so a bound rounds up to an integer and HiGHS closes
 the gap to zero.
-
-Pruning (``_Program._useful``): a stage gets columns only for objects a
-later backward or a useful re-run can read, and for nodes making them. The
-cost of a known plan (the cheapest of the incumbents: greedy, articulation,
-and keeping every op above a FLOP threshold) is a cutoff: a node whose
-forward costs more is never re-run by a cheaper plan, so its columns go.
-"optimal" starts from the LP's rounded plan when it is cheaper (a quarter
-of the time limit) and solves twice, the second time pruned by the first's
-incumbent.
-The pruning shrinks the program but not the LP's weakness: the relaxation
-builds a hold out of many small fractional re-runs spread over stages, so its
-bound stays far below the optimum on graphs with many cheap ops.
 """
 from __future__ import annotations
 
@@ -59,15 +47,15 @@ METHODS = ("optimal", "lp", "greedy", "articulation", "none")
 class _Program:
     """The MILP of the Note as sparse arrays, for one graph (the budget is only the right-hand sides)."""
 
-    def __init__(self, model: Model, min_budget=False, cutoff=None):
+    def __init__(self, model: Model, min_budget=False):
         m = self.model = model
         self.min_budget = min_budget
         self.S, self.R = [], []          # per stage: {object: column}, {node: column}
         cols = 0
-        for s, (objs, nodes) in enumerate(self._useful(m, cutoff)):
-            sv = {o: cols + k for k, o in enumerate(objs)}
+        for s, w in enumerate(m.stages):
+            sv = {o: cols + k for k, o in enumerate(m.objects_at(s))}
             cols += len(sv)
-            rv = {v: cols + k for k, v in enumerate(nodes)}
+            rv = {v: cols + k for k, v in enumerate(range(w + 1))}
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
@@ -92,24 +80,22 @@ class _Program:
         self.unit = unit
         for s, w in enumerate(m.stages):
             S, R = self.S[s], self.R[s]
-            def pick(cols, key, coef):
-                return [(cols[key], coef)] if key in cols else []
-
             for o in m.need[s]:
-                add(pick(R, o // 2, 1.0) + pick(S, o, 1.0), 1.0, np.inf)
-            for v, c in R.items():
+                e = [(R[o // 2], 1.0)] + ([(S[o], 1.0)] if o in S else [])
+                add(e, 1.0, np.inf)
+            for v in range(w + 1):
                 for u in m.inputs[v]:
                     if O(u) in m.always:
                         continue
-                    add([(c, 1.0)] + pick(R, u, -1.0) + pick(S, O(u), -1.0), -np.inf, 0.0)
+                    e = [(R[v], 1.0), (R[u], -1.0)] + ([(S[O(u)], -1.0)] if O(u) in S else [])
+                    add(e, -np.inf, 0.0)
             for o, c in S.items():
-                if o // 2 in R:
-                    add([(c, 1.0), (R[o // 2], 1.0)], -np.inf, 1.0)
+                add([(c, 1.0), (R[o // 2], 1.0)], -np.inf, 1.0)
                 if s > 0:
-                    add([(c, 1.0)] + pick(self.R[s - 1], o // 2, -1.0) + pick(self.S[s - 1], o, -1.0),
-                        -np.inf, 0.0)
+                    prev = [(self.S[s - 1][o], -1.0)] if o in self.S[s - 1] else []
+                    add([(c, 1.0), (self.R[s - 1][o // 2], -1.0)] + prev, -np.inf, 0.0)
             e = [(c, m.size[o] / unit) for o, c in S.items() if m.size[o]]
-            e += [(c, (m.size[O(v)] + m.size[X(v)]) / unit) for v, c in R.items()
+            e += [(R[v], (m.size[O(v)] + m.size[X(v)]) / unit) for v in range(w + 1)
                   if m.size[O(v)] + m.size[X(v)]]
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
@@ -139,56 +125,16 @@ class _Program:
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
 
-    @staticmethod
-    def _useful(m, cutoff):
-        """Per stage: the objects worth holding and the nodes worth re-running there.
-
-        An object is worth holding at stage s only if a backward at s or later
-        reads it, or a node worth re-running at s or later reads it; a node is
-        worth re-running only if one of its objects is worth having and (with a
-        ``cutoff``, the cost of a known plan) its forward costs no more than
-        the cutoff. Everything else only costs bytes or FLOPs, so leaving it
-        out loses no plan that matters and shrinks the program.
-        """
-        out, useful = [], set()
-        for s in range(len(m.stages) - 1, -1, -1):
-            w = m.stages[s]
-            todo = [o for o in m.need[s] if o not in useful]
-            useful.update(todo)
-            while todo:
-                v = todo.pop() // 2
-                if cutoff is not None and m.flops[v] > cutoff:
-                    continue
-                for u in m.inputs[v]:
-                    if O(u) not in useful and O(u) not in m.always:
-                        useful.add(O(u))
-                        todo.append(O(u))
-            objs = [o for o in m.objects_at(s) if o in useful]
-            nodes = [v for v in range(w + 1) if (O(v) in useful or X(v) in useful)
-                     and (cutoff is None or m.flops[v] <= cutoff)]
-            out.append((objs, nodes))
-        return out[::-1]
-
-    def solve(self, budget, integral=True, time_limit=60.0, cutoff=None):
-        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
-
-        ``cutoff``: the cost of a known plan. A plan at most that dear never
-        re-runs a node whose forward alone costs more, so those recompute
-        columns are fixed at zero: the program then holds only plans no dearer
-        than the known one, and its bound is a bound on those (the caller takes
-        the lesser of it and the known cost).
-        """
+    def solve(self, budget, integral=True, time_limit=60.0):
+        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found."""
         from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
 
         hi = self.hi.copy()
         for row, const in self.mem_rows:
             hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
         lb = np.zeros(self.ncols)
-        ub = self.ub.copy()
-        if cutoff is not None:
-            ub[(self.integrality > 0) & (self.c > cutoff)] = 0.0
         res = milp(self.c, constraints=LinearConstraint(self.A, self.lo, hi),
-                   integrality=self.integrality if integral else None, bounds=Bounds(lb, ub),
+                   integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
                    options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
         res.R = None
         res.Sval = None
@@ -246,41 +192,21 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
-    """The MILP, pruned by the best baseline plan's cost, then (when time is left) by its own first incumbent."""
     t0 = time.perf_counter()
-    best, label = _best_of(m, budget, _incumbents(m))
-    lp_lower = 0
-    try:       # the LP's rounded plan is often a far better incumbent than the baselines (a quarter of the time)
-        lp_R, lp_lower, _, _, _ = _solve_lp(m, budget, time_limit / 4)
-        if best is None or _cost(m, lp_R) < _cost(m, best):
-            best, label = lp_R, "the LP's rounding"
-    except ScheduleError:
-        pass
-    cutoff = _cost(m, best) if best is not None else None
-    note, proven, bound = "MILP solved by HiGHS", False, None
-    for phase in (0, 1):
-        left = time_limit - (time.perf_counter() - t0)
-        if left <= 0.5 and phase:
-            break
-        # a short first run finds an incumbent whose cost prunes the second run's columns further
-        p = _Program(m, cutoff=cutoff)
-        res = p.solve(budget, integral=True, time_limit=left / 4 if phase == 0 else left, cutoff=cutoff)
-        if res.R is not None and (best is None or _cost(m, res.R) <= _cost(m, best)):
-            best, label = res.R, None
-        proven = res.status == 0 or (res.status == 2 and best is not None)   # 2: nothing cheaper than the cutoff
-        bound = res.fun if proven and res.R is not None else getattr(res, "mip_dual_bound", None)
-        if proven or best is None:
-            break
-        cutoff = _cost(m, best)
-    if best is None:
+    p = _Program(m)
+    res = p.solve(budget, integral=True, time_limit=time_limit)
+    if res.R is None:
         raise _below_minimum(m, budget, "optimal", time_limit)
-    cost = _cost(m, best)
-    if label is not None:
-        note += f"; no cheaper plan than a baseline's: {label}" if proven else f"; a baseline plan was cheaper: {label}"
-    if not proven:
-        note += f" (time limit {time_limit:g} s reached: not proven)"
-    lower = cost if proven else max(lp_lower, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
-    return best, min(lower, cost), proven, note, time.perf_counter() - t0
+    proven = res.status == 0
+    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
+    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
+        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+        if base is not None and _cost(m, base) < _cost(m, res.R):
+            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
+    cost = m.simulate(res.R)[3]
+    bound = getattr(res, "mip_dual_bound", None)
+    lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
+    return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
 def _solve_lp(m, budget, time_limit):
@@ -288,34 +214,20 @@ def _solve_lp(m, budget, time_limit):
 
     Candidates: R rounded at several thresholds (holding then follows), S
     rounded likewise (held at every stage, or only the forward's kept set),
-    nodes the LP seldom recomputes kept, and the incumbents' keep sets; the
-    cheapest that fits wins. Its cost prunes the LP (``_Program``'s cutoff),
-    which is solved again: a pruned LP's bound is a bound on the plans no
-    dearer than the cutoff, so the lesser of the two bounds every plan. When
-    the rounding finds nothing cheaper, the LP is solved with a tighter
-    budget instead (room for the rounding, as Checkmate does). Stops within
-    10% of the bound, after six LPs, or at half the time limit.
+    nodes the LP seldom recomputes kept, and the
+    baselines' keep sets; the cheapest that fits wins. While none is within
+    10% of the bound, the LP is solved again with a tighter budget (room for
+    the rounding, as Checkmate does), up to three times.
     """
     t0 = time.perf_counter()
-    best, label = _best_of(m, budget, _incumbents(m))
-    how = f"an incumbent keep set: {label}" if best is not None else ""
-    cutoff = _cost(m, best) if best is not None else None
-    lower, scale, p, built_for = 0, 1.0, None, object()
-    for _ in range(6):
-        left = time_limit - (time.perf_counter() - t0)
-        if left <= 0.5 or (best is not None and _cost(m, best) <= 1.1 * lower):
-            break
-        if built_for != cutoff:
-            p, built_for = _Program(m, cutoff=cutoff), cutoff
-        res = p.solve(budget * scale, integral=False, time_limit=left, cutoff=cutoff)
-        if res.x is None:
-            if res.status == 2 and scale == 1.0 and best is not None:   # nothing cheaper than the cutoff
-                lower = _cost(m, best)
-            break
-        if scale == 1.0:
-            bound = int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun))))
-            lower = max(lower, bound if cutoff is None else min(bound, cutoff))
-        improved = False
+    p = _Program(m)
+    res = p.solve(budget, integral=False, time_limit=time_limit)
+    if res.x is None:
+        raise _below_minimum(m, budget, "lp", time_limit)
+    lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
+    best, how = None, ""
+    tries, scale = 0, 1.0
+    while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
         again = {}                                   # how often the LP recomputes each node, in total
         for R in res.Rfrac:
             for v, x in R.items():
@@ -331,12 +243,19 @@ def _solve_lp(m, budget, time_limit):
                 except ScheduleError:       # a rounded R that would have to hold a view
                     continue
                 if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
-                    best, improved = R, True
-                    how = f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
-        if improved:
-            cutoff, scale = _cost(m, best), 1.0
-        else:
-            scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
+                    best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
+        tries += 1
+        if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
+            break
+        scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
+        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+        if res2.x is None:
+            break
+        res = res2
+    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
+    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
+        best, how = base, f"a baseline keep set was cheaper: {label}"
     if best is None:
         raise _below_minimum(m, budget, "lp", time_limit)
     cost = _cost(m, best)
@@ -357,23 +276,6 @@ def _best_of(m, budget, keeps):
         if peak <= budget and (best is None or flops < _cost(m, best)):
             best, label = R, name
     return best, label
-
-
-def _cheap_keeps(m):
-    """Per FLOP threshold: keep the arrays of every op at least that dear, re-run the cheaper ones."""
-    costs = sorted({m.flops[v] for v in range(m.n)})
-    costs = [costs[k * len(costs) // 40] for k in range(40)] if len(costs) > 40 else costs
-    keeps = []
-    for t in costs:
-        keep = {o for v in range(m.n) if m.flops[v] >= t for o in (O(v), X(v))
-                if m.size[o] and not m.view[v] and v not in m.outputs}
-        keeps.append((keep, f"keep ops of >= {t:,} FLOPs"))
-    return keeps
-
-
-def _incumbents(m):
-    """Keep sets whose cheapest fitting plan seeds "optimal" and "lp" (not the baseline methods)."""
-    return _greedy_keeps(m) + _articulation_keeps(m) + _cheap_keeps(m)
 
 
 def _greedy_keeps(m):
