@@ -25,6 +25,7 @@ import inspect
 import itertools
 import sys
 import threading
+import weakref
 from contextlib import contextmanager
 
 from . import profiler
@@ -55,7 +56,7 @@ class _ThreadState(threading.local):
         self.propagate = 0         # >0: unrecorded ops still mark outputs that depend on a gradient
         self.retain = []           # retain_graph of each backward running in this thread
         self.extra = 0             # hooks + observers + policies installed: ops take the watched path
-        self.assigned = None       # ids of gradients the outermost running backward handed to leaves
+        self.assigned = None       # gradients the outermost running backward handed to leaves (_Assigned)
 
 
 # Note [Modes]
@@ -657,20 +658,45 @@ def _writeable(a) -> bool:
     return getattr(a.flags, "writeable", True)
 
 
-def _accumulate_leaf(leaf, g, assigned: set):
+class _Assigned:
+    """The gradients a running backward handed to leaves, by identity.
+
+    Held by weak reference: an id alone could be recycled by a later array once
+    a gradient is freed, and a long backward (a checkpoint's nested ones
+    included) would then copy, or refuse to add in place into, an unrelated
+    array, costing a second gradient-sized buffer.
+    """
+
+    __slots__ = ("refs",)
+
+    def __init__(self):
+        self.refs = {}
+
+    def add(self, a):
+        try:
+            self.refs[id(a)] = weakref.ref(a)
+        except TypeError:                      # an array type without weak references: keep it alive
+            self.refs[id(a)] = (lambda a=a: a)
+
+    def __contains__(self, a):
+        ref = self.refs.get(id(a))
+        return ref is not None and ref() is a
+
+
+def _accumulate_leaf(leaf, g, assigned: _Assigned):
     """Add ``g`` into ``leaf.grad``, in the leaf's dtype, never aliasing another leaf's grad."""
     if g.dtype != leaf.data.dtype:
         g = g.astype(leaf.data.dtype)
     if g.shape != leaf.data.shape:
         raise GraphError(f"gradient of shape {g.shape} for a leaf of shape {leaf.data.shape}")
     if leaf.grad is None:
-        if id(g) in assigned or not _writeable(g) or not g.flags.c_contiguous or g.base is not None:
+        if g in assigned or not _writeable(g) or not g.flags.c_contiguous or g.base is not None:
             g = g.copy()
-        assigned.add(id(g))
+        assigned.add(g)
         leaf.grad = _Tensor._make(g, leaf.device, False, None, 0)
     else:
         acc = leaf.grad.data
-        if id(acc) not in assigned and _writeable(acc) and acc.dtype == g.dtype:
+        if acc not in assigned and _writeable(acc) and acc.dtype == g.dtype:
             # A gradient left by an earlier backward belongs to this leaf alone: add in place,
             # so accumulating costs no second parameter-sized array. (One assigned during this
             # backward may still be shared with a node not yet run, so that one is not touched.)
@@ -714,7 +740,7 @@ def run_backward(box: list, retain_graph: bool = False, boundary=None):
     st = _state
     # Gradients assigned to leaves in this backward may still be shared with nodes not yet run:
     # a backward nested inside it (a checkpoint's) must not add into them in place either.
-    assigned: set = st.assigned if st.retain else set()
+    assigned = st.assigned if st.retain else _Assigned()
     spilled = []
     root = g = node = None
     while box:

@@ -190,7 +190,7 @@ class Tensor:
             if g.shape != self.shape:
                 raise GraphError(f"backward(): grad has shape {g.shape} but the output has shape {self.shape}")
         if self._node is None:  # a leaf: d(self)/d(self) is the identity, there is no tape to walk
-            autograd._accumulate_leaf(self, g, set())
+            autograd._accumulate_leaf(self, g, autograd._Assigned())
             return
         box = [(self, g)]
         del g, grad
