@@ -56,6 +56,13 @@ class _NoSuper(nn.Module):
         self.weight = 1
 
 
+
+def _solve_tiny(**kw):
+    from minigrad.checkpoint import solve
+    from minigrad.checkpoint.graph_models import chain
+    return solve(chain(2), "1MB", **kw)
+
+
 # (id, call, error class, fragments the message must contain: the argument's name, what it got, the fix)
 PROBES = [
     # factories and dtypes
@@ -353,6 +360,11 @@ PROBES = [
     ("dynamic-budget-huge", lambda: dynamic(10**400), mg.CheckpointError, ["dynamic", "401 digits"]),
     ("dynamic-budget-bool", lambda: dynamic(True), mg.CheckpointError, ["dynamic", "True"]),
     ("dynamic-heuristic-int", lambda: dynamic("1MB", heuristic=5), mg.CheckpointError, ["dynamic", "heuristic 5", "dtr"]),
+    ("dynamic-heuristic-list", lambda: dynamic("1MB", heuristic=[1]), mg.CheckpointError, ["dynamic", "[1]", "dtr"]),
+    ("dynamic-seed-str", lambda: dynamic("1MB", seed="a"), mg.CheckpointError, ["dynamic", "seed", "'a'", "seed=0"]),
+    ("solve-method-list", lambda: _solve_tiny(method=[1]), mg.ScheduleError, ["solve", "[1]", "optimal"]),
+    ("solve-time-limit-str", lambda: _solve_tiny(time_limit="a"), mg.ScheduleError, ["solve", "time_limit", "'a'"]),
+    ("solve-time-limit-negative", lambda: _solve_tiny(time_limit=-1), mg.ScheduleError, ["solve", "time_limit", "-1"]),
     ("spirals-str", lambda: mg.data.spirals("a"), mg.ArgumentError, ["spirals", "n_per_class", "'a'"]),
     ("spirals-float", lambda: mg.data.spirals(2.5), mg.ArgumentError, ["spirals", "n_per_class", "2.5"]),
     ("spirals-classes-float", lambda: mg.data.spirals(10, classes=2.5), mg.ArgumentError, ["spirals", "classes"]),

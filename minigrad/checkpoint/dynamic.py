@@ -212,7 +212,7 @@ class Dynamic:
     """
 
     def __init__(self, budget, heuristic="dtr", seed=0):
-        if heuristic not in HEURISTICS:
+        if not isinstance(heuristic, str) or heuristic not in HEURISTICS:
             raise CheckpointError(f"dynamic: unknown heuristic {heuristic!r}; choose one of "
                                   f"{', '.join(HEURISTICS)}")
         try:
@@ -221,6 +221,9 @@ class Dynamic:
             raise CheckpointError(f"dynamic: {exc}") from None
         self.heuristic = heuristic
         self._score = HEURISTICS[heuristic]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise CheckpointError(f"dynamic: seed must be an integer (it seeds the 'random' heuristic), got {seed!r}; "
+                                  "pass e.g. seed=0")
         self.rng = random.Random(seed)
         self.evictions = 0
         self.remats = 0

@@ -358,8 +358,12 @@ def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.
     ``time_limit`` bounds each HiGHS run (seconds); an unproven "optimal"
     plan says so (``optimal=False``, ``gap``).
     """
-    if method not in SOLVERS:
+    if not isinstance(method, str) or method not in SOLVERS:
         raise ScheduleError(f"solve: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0 \
+            or not math.isfinite(time_limit):
+        raise ScheduleError(f"solve: time_limit must be a positive number of seconds, got {time_limit!r}; "
+                            "pass e.g. time_limit=60")
     if not isinstance(graph, Graph):
         raise ScheduleError(f"solve: expected a Graph from capture(fn, *args), got {type(graph).__name__}")
     limit = parse_bytes(budget)
