@@ -6,7 +6,6 @@ the bridge without torch) runs everywhere.
 import copy
 import datetime
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -255,13 +254,17 @@ def _ddp_chain(torch):
     return nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(6)]).double()
 
 
-def _distributed_worker(rank, world, port, out, wrap, strategy, kw):
+def _distributed_worker(rank, world, store, out, wrap, strategy, kw):
     import torch
     import torch.distributed as dist
 
     import minigrad.torch_bridge as tb
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    # Rendezvous through a file, not a TCP port picked in advance: a port found free and then released can be
+    # taken by another process (another test run on the machine) before the workers bind it. gloo's own
+    # connections stay on the loopback interface.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         class Net(torch.nn.Module):
             def __init__(self):
@@ -292,12 +295,6 @@ def _distributed_worker(rank, world, port, out, wrap, strategy, kw):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(torch, fn, args, world=2, timeout=180):
     """Run ``fn(rank, *args)`` in ``world`` processes; kill them and fail if they outlive ``timeout`` seconds."""
     import torch.multiprocessing as mp
@@ -319,7 +316,7 @@ def spawn(torch, fn, args, world=2, timeout=180):
 def test_two_processes_gradients_equal_single_process_reference(torch, tb, tmp_path, wrap, strategy, kw):
     """DistributedDataParallel, or FSDP2's fully_shard per block, on 2 processes (gloo, loopback): one SGD step."""
     out = tmp_path / "rank0.pt"
-    spawn(torch, _distributed_worker, (2, free_port(), str(out), wrap, strategy, kw))
+    spawn(torch, _distributed_worker, (2, str(tmp_path / "rendezvous"), str(out), wrap, strategy, kw))
     got = torch.load(out)
     x = data(torch, 8, 8)
     full = _ddp_chain(torch)
