@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from minigrad.checkpoint import measure_chain, planner as P, schedules as S  # noqa: E402
-from minigrad.cli import Block  # noqa: E402
+from minigrad.models import Block  # noqa: E402
+from planner import hetero_chain as hetero_layers  # noqa: E402
 
 
 def uniform_chain(L):
@@ -43,14 +44,8 @@ def uniform_chain(L):
 
 
 def hetero_chain(L, seed=0):
-    rng = np.random.default_rng(seed)
-    widths = [int(w) for w in rng.choice([64, 128, 256, 512], L)]
-    mg.manual_seed(seed)
-    layers = []
-    for a, b in zip([64] + widths, widths):
-        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
-        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
-    return measure_chain(layers, mg.tensor(rng.standard_normal((64, 64)), requires_grad=True))
+    """The measured costs of planner.py's heterogeneous chain, at a batch of 64."""
+    return measure_chain(*hetero_layers(L, batch=64, seed=seed))
 
 
 def timed(costs, budget, **kw):

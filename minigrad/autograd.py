@@ -208,6 +208,26 @@ def retains_graph() -> bool:
 
 
 @contextmanager
+def _installed(stack: str, item):
+    """Push ``item`` on this thread's ``stack`` (hooks, observers, policies) for the block.
+
+    ``extra`` counts what is installed, so ``Function.apply`` skips the whole slow path
+    with one test when nothing is; exiting pops back to this depth even if an inner
+    block forgot to.
+    """
+    st = _state
+    items = getattr(st, stack)
+    items.append(item)
+    depth = len(items)
+    st.extra += 1
+    try:
+        yield
+    finally:
+        del items[depth - 1:]
+        st.extra -= 1
+
+
+@contextmanager
 def saved_arrays_hooks(pack, unpack):
     """Every array saved for backward inside the block goes through ``pack(array) -> handle``;
     backward gets it back through ``unpack(handle) -> array`` (PyTorch's ``saved_tensors_hooks``).
@@ -219,16 +239,8 @@ def saved_arrays_hooks(pack, unpack):
     if not (callable(pack) and callable(unpack)):
         raise GraphError(f"saved_arrays_hooks(pack, unpack): both must be callable, got "
                          f"{type(pack).__name__} and {type(unpack).__name__}")
-    st = _state
-    hooks = st.hooks
-    hooks.append((pack, unpack))
-    depth = len(hooks)
-    st.extra += 1
-    try:
+    with _installed("hooks", (pack, unpack)):
         yield
-    finally:
-        del hooks[depth - 1:]
-        st.extra -= 1
 
 
 class _HooksPaused:
@@ -294,16 +306,8 @@ def op_observer(callback):
     """Call ``callback(OpEvent)`` after every op this thread runs inside the block (recorded or not)."""
     if not callable(callback):
         raise GraphError(f"op_observer(callback): callback must be callable, got {type(callback).__name__}")
-    st = _state
-    obs = st.observers
-    obs.append(callback)
-    depth = len(obs)
-    st.extra += 1
-    try:
+    with _installed("observers", callback):
         yield
-    finally:
-        del obs[depth - 1:]
-        st.extra -= 1
 
 
 # --------------------------------------------------------------------------- selective policies
@@ -317,16 +321,8 @@ def selective(selection):
     and, if so, lets ``selection.run(node, arrays, kwargs, inputs) -> (output, reused)``
     compute (and keep) or reuse the op's output.
     """
-    st = _state
-    pol = st.policies
-    pol.append(selection)
-    depth = len(pol)
-    st.extra += 1
-    try:
+    with _installed("policies", selection):
         yield selection
-    finally:
-        del pol[depth - 1:]
-        st.extra -= 1
 
 
 # --------------------------------------------------------------------------- version counters
