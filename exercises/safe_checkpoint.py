@@ -9,7 +9,7 @@ invisible:
   ``mg.random.get_rng_state()`` and ``mg.random.set_rng_state(state)`` read and set them;
 * **BatchNorm**: its running statistics must be updated once per real forward, not again in the
   recompute. BatchNorm skips the update while ``mg.autograd.is_recomputing()`` is true, which
-  ``recompute_context()`` (imported below) arranges; it also books the recompute's FLOPs.
+  ``recomputing()`` (imported below) arranges; it also books the recompute's FLOPs.
 
 Fill in ``replay`` and the two methods. ``mg.no_grad()`` and ``mg.enable_grad()`` switch
 recording off and on; ``mg.tensor(array, requires_grad=True)`` wraps an array as a fresh leaf,
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import minigrad as mg
 from minigrad.autograd import Function
-from minigrad.checkpoint.function import recompute_context
+from minigrad.autograd import recomputing
 
 
 @contextmanager

@@ -3,7 +3,7 @@ from contextlib import contextmanager
 
 import minigrad as mg
 from minigrad.autograd import Function
-from minigrad.checkpoint.function import recompute_context
+from minigrad.autograd import recomputing
 
 
 @contextmanager
@@ -13,7 +13,7 @@ def replay(rng_state):
     resume = mg.random.get_rng_state()
     mg.random.set_rng_state(rng_state)
     try:
-        with recompute_context():
+        with recomputing():
             yield
     finally:
         mg.random.set_rng_state(resume)   # the next step draws what it would have without checkpointing

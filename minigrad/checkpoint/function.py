@@ -35,7 +35,6 @@ from ..errors import CheckpointError, ScheduleError
 from ..tensor import Tensor
 from .policies import Selection, Storage, check_policy
 
-recompute_context = recomputing     # the name this package used before the core made it public
 
 
 def rng_devices(tensors):

@@ -18,7 +18,8 @@ from .. import random as _random
 from ..backend import is_array
 from ..errors import CheckpointError
 from ..tensor import Tensor
-from .function import fn_name, recompute_context
+from ..autograd import recomputing
+from .function import fn_name
 from .graph import Graph, GraphNode, Leaf
 
 
@@ -102,7 +103,7 @@ def capture_ops(fn, args, kwargs):
         raise CheckpointError(f"capture: the first argument must be callable, got {type(fn).__name__}")
     rec = _Recorder()
     arg_ids = {id(a) for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)}
-    with recompute_context(_random.get_rng_state()), autograd.enable_grad(), autograd.op_observer(rec):
+    with recomputing(_random.get_rng_state()), autograd.enable_grad(), autograd.op_observer(rec):
         out = fn(*args, **kwargs)
     outs = _outputs(out, fn)
     del out

@@ -18,7 +18,8 @@ from .. import autograd, profiler
 from ..backend import is_array
 from ..errors import CheckpointError
 from ..tensor import Tensor
-from .function import fn_name, recompute_context
+from ..autograd import recomputing
+from .function import fn_name
 from .graph import O, X
 from .graph_capture import capture_ops, producer_of
 from .graph_solve import solve
@@ -148,7 +149,7 @@ class _Run:
         arrays = [a if kind == "leaf" else self._fetch(O(a)) for kind, a in refs]
         node = cls()
         node.requires_grad, node.needs_input_grad = True, needs
-        with recompute_context():
+        with recomputing():
             out = node.forward(*arrays, **kwargs)
             if profiler.profiling():
                 profiler.record_op(cls.__name__, node.flops(arrays, out))

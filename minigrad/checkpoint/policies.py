@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import autograd, ops, profiler
+from .. import ops, profiler
 from ..autograd import Function
 from ..backend import device_of, to_device, xp_of
 from ..errors import ArgumentError, CheckpointError, DTypeError
