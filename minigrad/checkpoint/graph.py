@@ -22,8 +22,9 @@ recomputed at each stage (``R[s]``); everything else follows (``held``). At
 the start of stage s the executor drops every object not held, then re-runs
 the forwards of ``R[s]`` (in execution order), each producing both its O and
 X, then the stage's backward runs. The stage's memory counts all it holds and
-all it recomputes at once, plus the gradients in flight (the same under every
-plan) — until the next stage starts. Forward: an object not kept dies when
+all it recomputes at once, plus the gradients in flight and the scratch arrays
+a backward op makes besides its gradients (``Function.backward_workspace``;
+both the same under every plan) — until the next stage starts. Forward: an object not kept dies when
 the function lets it go (``free_after``, measured at capture); ``X_v`` not
 kept dies with op v. A node is never recomputed while one of its objects is
 held (that loses nothing: dropping it and recomputing costs the same).
@@ -61,6 +62,7 @@ class GraphNode:
     dtype: str
     view: bool = False
     leaf_grad_bytes: int = 0  # bytes of the gradients its backward makes for leaves (parameters)
+    workspace_bytes: int = 0  # bytes of scratch arrays its backward makes besides gradients
 
     @property
     def needs(self) -> bool:
@@ -198,7 +200,7 @@ class Model:
             if w not in inflight:          # no gradient reaches it (nothing downstream needs one)
                 pinned_left -= v.pinned_bytes
                 continue
-            made = v.leaf_grad_bytes
+            made = v.leaf_grad_bytes + v.workspace_bytes
             if v.op not in GRAD_VIEW_OPS:
                 made += sum(grad_of[u] for u in v.inputs)
             per_op[w] = sum(grad_of[u] for u in inflight) + made + pinned_left

@@ -165,6 +165,7 @@ def capture_ops(fn, args, kwargs):
             backward_flops=int(node.backward_flops()),
             free_after=max((new[i] for i in order if i <= rec.last_alive[k]), default=new[k]),
             shape=tuple(tuple(a.shape) for a in out_arrays) if len(out_arrays) > 1 else tuple(out_arrays[0].shape),
-            dtype=str(out_arrays[0].dtype), view=view, leaf_grad_bytes=leaf_grads))
+            dtype=str(out_arrays[0].dtype), view=view, leaf_grad_bytes=leaf_grads,
+            workspace_bytes=int(node.backward_workspace())))
     ops = [(new.get(k), ev[1], tuple(tuple(a.shape) for a in ev[5])) for k, ev in enumerate(rec.events)]
     return Graph(tuple(nodes), tuple(leaves), tuple(sorted(new[k] for k in set(roots))), name=fn_name(fn)), ops
