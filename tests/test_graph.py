@@ -156,7 +156,9 @@ def test_bad_input():
         solve(g, "1MB", method="fastest")
     with pytest.raises(ScheduleError, match="expected a Graph"):
         solve([1, 2], "1MB")
-    assert set(METHODS) == {"optimal", "lp", "greedy", "articulation", "none"}
+    assert set(METHODS) == {"optimal", "lp", "greedy", "articulation", "blocks", "none"}
+    with pytest.raises(ScheduleError, match="method 'blocks' needs the blocks"):
+        solve(g, "1MB", method="blocks")
 
 
 # --------------------------------------------------------------------------- chains: op-level plans include layer-level ones
@@ -311,9 +313,10 @@ def _traced_step(step):
 
 
 # Plans that solve in seconds: (fraction of the plain peak, method) per network.
-TRACED_PLANS = {"residual": [(1.0, "optimal"), (0.8, "greedy"), (0.65, "optimal"), (0.65, "articulation")],
-                "unet": [(1.0, "optimal"), (0.8, "optimal"), (1.0, "articulation")],
-                "transformer": [(1.0, "optimal"), (0.8, "articulation"), (0.65, "optimal")]}
+TRACED_PLANS = {"residual": [(1.0, "optimal"), (0.8, "greedy"), (0.65, "optimal"), (0.65, "articulation"),
+                             (0.65, "blocks")],
+                "unet": [(1.0, "optimal"), (0.8, "optimal"), (1.0, "articulation"), (1.0, "blocks")],
+                "transformer": [(1.0, "optimal"), (0.8, "articulation"), (0.65, "optimal"), (0.8, "blocks")]}
 
 
 @pytest.mark.bounds
@@ -340,6 +343,41 @@ def test_traced_peak_within_ten_percent_of_the_prediction(name):
         assert measured <= budget, (method, frac, measured, budget)
         assert abs(measured - sim.peak_bytes) <= 0.1 * sim.peak_bytes, (method, frac, measured, sim)
         assert abs(traced - sim.peak_bytes) <= 0.1 * sim.peak_bytes, (method, frac, traced, sim)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL) + ["chain"])
+def test_per_block_plans_keep_block_inputs_and_run_as_predicted(name):
+    """Per-block checkpointing keeps only what crosses a block boundary, re-runs each block once, and runs as predicted."""
+    fn, args, _ = MODELS[name](**SMALL.get(name, {}))
+    g = capture(fn, *args)
+    assert len(g.blocks) >= 2 and {v.block for v in g.nodes} == set(range(len(g.blocks))) | {-1}
+    params = mg.autograd.leaves(fn(*args))
+    _step(fn, args, params)
+    ref = [p.grad.numpy().copy() for p in params]
+    budget = solve(g, 2 ** 60, "blocks").simulate().peak_bytes     # one plan: its own peak is the least that fits
+    plan = cached_plan(fn, *args, budget=budget, method="blocks")
+    crossing = {u for v in g.nodes for u in v.inputs if g.nodes[u].block != v.block}
+    for v in plan.kept_nodes:                 # kept inside a block only when read outside it
+        assert g.nodes[v].block < 0 or v in crossing, (name, v)
+    ran = [v for r in plan.recompute for v in r if not g.nodes[v].view]
+    assert len(ran) == len(set(ran)) and all(g.nodes[v].block >= 0 and v not in crossing for v in ran)
+    sim = plan.simulate()
+    assert sim.recompute_flops == sum(g.nodes[v].flops for v in ran)
+    assert (sim.recompute_flops > 0) == (name != "chain")     # a chain's blocks read only their inputs and outputs
+    for p in params:
+        p.grad.data[...] = 0
+    _step(fn, args, params, budget=budget, method="blocks")
+    assert all(np.array_equal(p.grad.numpy(), r) for p, r in zip(params, ref))
+    for p in params:
+        p.grad.data[...] = 0
+    with mg.profile() as prof:
+        _step(fn, args, params, budget=budget, method="blocks")
+    assert all(np.array_equal(p.grad.numpy(), r) for p, r in zip(params, ref))
+    measured = prof.peak_bytes - prof.start_bytes
+    assert measured <= budget and abs(measured - sim.peak_bytes) <= 0.1 * sim.peak_bytes
+    assert prof.flops["recompute"] == sim.recompute_flops
+    with pytest.raises(ScheduleError, match="per-block checkpointing .* peaks at"):
+        solve(g, sim.peak_bytes - 1, "blocks")
 
 
 def test_batchnorm_once_and_dropout_replayed():

@@ -63,6 +63,7 @@ class GraphNode:
     view: bool = False
     leaf_grad_bytes: int = 0  # bytes of the gradients its backward makes for leaves (parameters)
     workspace_bytes: int = 0  # bytes of scratch arrays its backward makes besides gradients
+    block: int = -1           # index into Graph.blocks of the block it ran in (``graph_capture.block``), or -1
 
     @property
     def needs(self) -> bool:
@@ -89,6 +90,7 @@ class Graph:
     leaves: tuple
     outputs: tuple           # indices of the nodes whose outputs the function returned
     name: str = "graph"
+    blocks: tuple = ()       # names of the blocks the function marked, in order (GraphNode.block indexes them)
 
     def __len__(self):
         return len(self.nodes)
