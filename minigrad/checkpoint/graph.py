@@ -24,9 +24,9 @@ the forwards of ``R[s]`` (in execution order), each producing both its O and
 X, then the stage's backward runs. The stage's memory counts all it holds and
 all it recomputes at once, plus the gradients in flight and the scratch arrays
 a backward op makes besides its gradients (``Function.backward_workspace``;
-both the same under every plan) — until the next stage starts. Forward: an object not kept dies when
-the function lets it go (``free_after``, measured at capture); ``X_v`` not
-kept dies with op v. A node is never recomputed while one of its objects is
+both the same under every plan) — until the next stage starts. Forward: an
+object not kept dies when the function lets it go (``free_after``, measured
+at capture); ``X_v`` not kept dies with op v. A node is never recomputed while one of its objects is
 held (that loses nothing: dropping it and recomputing costs the same).
 Objects held at a stage must have been held or recomputed at the one before;
 the forward's kept set is what stage 0 holds.
