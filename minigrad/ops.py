@@ -481,7 +481,7 @@ class GELU(_Unary):
         xp = xp_of(a)
         if self.approximate == "tanh":
             t = a ** 3
-            t *= 0.044715
+            t = xp.multiply(t, 0.044715, out=t if t.dtype.kind == "f" else None)   # integers promote to float
             t += a
             t *= self._C
             return xp.tanh(t, out=t)
