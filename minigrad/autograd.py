@@ -475,6 +475,15 @@ class Function:
         """Backward FLOPs: by default the forward's once per input that needs a gradient."""
         return self.fwd_flops * sum(self.needs_input_grad)
 
+    def backward_workspace(self) -> int:
+        """Bytes of scratch arrays ``backward`` makes besides the gradients it returns (none by default).
+
+        An op that needs one declares its size here and passes it to
+        ``profiler.track``, so the graph memory model and the profiler both
+        count the memory NumPy really allocates.
+        """
+        return 0
+
     # --- saved arrays -------------------------------------------------------------
     def save_for_backward(self, *arrays):
         """Keep ``arrays`` until backward has run (only when a gradient is needed).

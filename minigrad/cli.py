@@ -839,7 +839,7 @@ def build_parser():
     pl.add_argument("--timeline", action="store_true", help="print the planned schedule's whole timeline")
     pl.add_argument("--model", choices=["chain", "residual", "unet", "transformer"], default=None,
                     help="plan an example network's op-level graph instead (optimal MILP, LP, greedy, "
-                         "articulation, none)")
+                         "articulation, per-block checkpointing, none)")
     pl.add_argument("--time-limit", type=_positive_float, default=30.0, metavar="SECONDS",
                     help="with --model: time limit of each MILP/LP solve (30)")
     pl.add_argument("--plot", type=_plot_path, metavar="PATH", help="with --model: save the graph, kept and recomputed ops "

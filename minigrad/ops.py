@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import profiler
 from .autograd import Function
 from .backend import xp_of
 from .errors import ArgumentError, DTypeError, ShapeError
@@ -76,6 +77,12 @@ def _expand_reduced(g, in_shape, axes, keepdims):
 
 def _size(a):
     return int(a.size) if hasattr(a, "size") else 1
+
+
+def _out_nbytes(node):
+    """Bytes of a node's (first) output, from the metadata it recorded."""
+    shape, dtype = node.out_meta[0]
+    return math.prod(shape) * np.dtype(dtype).itemsize
 
 
 # --------------------------------------------------------------------------- elementwise binary
@@ -431,17 +438,21 @@ class Clip(_Unary):
         return (g * self.saved[0],)
 
 
-def _erf(x):
-    """The error function, elementwise, to full double precision."""
+def _erf(x, out=None):
+    """The error function, elementwise, to full double precision (written into ``out`` when given)."""
     xp = xp_of(x)
     if xp is not np:
         from cupyx.scipy.special import erf  # noqa: PLC0415
-        return erf(x)
+        return erf(x, out=out)
     try:
         from scipy.special import erf  # noqa: PLC0415
-        return erf(x)
+        return erf(x, out=out)
     except ImportError:
-        return _np_erf(x).astype(x.dtype, copy=False)
+        y = _np_erf(x).astype(x.dtype, copy=False)
+        if out is None:
+            return y
+        out[...] = y
+        return out
 
 
 _np_erf = np.frompyfunc(math.erf, 1, 1)
@@ -453,25 +464,61 @@ class GELU(_Unary):
     _C = math.sqrt(2.0 / math.pi)
 
     def forward(self, a, approximate="none"):
-        xp = xp_of(a)
         self.save_for_backward(a)
         self.approximate = approximate
-        if approximate == "tanh":
-            return 0.5 * a * (1 + xp.tanh(self._C * (a + 0.044715 * a ** 3)))
-        return 0.5 * a * (1 + _erf(a / math.sqrt(2.0)))
+        out = self._inner(a)             # one buffer, which becomes the output: a · ½(1 + inner)
+        out += 1
+        out *= 0.5
+        out *= a
+        return out
+
+    def _inner(self, a):
+        """tanh(√(2/π)(a + 0.044715a³)) or erf(a/√2), in one new array.
+
+        Callers go on in place: ½·(1 + inner) is exact, so a·(½(1 + inner))
+        rounds to the same number as the textbook (½a)·(1 + inner).
+        """
+        xp = xp_of(a)
+        if self.approximate == "tanh":
+            t = a ** 3
+            t = xp.multiply(t, 0.044715, out=t if t.dtype.kind == "f" else None)   # integers promote to float
+            t += a
+            t *= self._C
+            return xp.tanh(t, out=t)
+        t = a / math.sqrt(2.0)
+        return _erf(t, out=t)
 
     def backward(self, g):
         (a,) = self.saved
         xp = xp_of(a)
+        d = profiler.track(self._inner(a))   # becomes the gradient g·(½(1 + inner) + ½a·inner'); counted now
         if self.approximate == "tanh":
-            inner = self._C * (a + 0.044715 * a ** 3)
-            t = xp.tanh(inner)
-            d = 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * self._C * (1 + 3 * 0.044715 * a * a)
+            u = profiler.track(xp.multiply(d, d))   # ½a(1 - t²)·√(2/π)·(1 + 3·0.044715a²)
+            xp.subtract(1, u, out=u)
+            u *= 0.5
+            u *= a
+            u *= self._C
+            w = profiler.track(xp.multiply(a, 3 * 0.044715))
+            w *= a
+            w += 1
+            u *= w
         else:
-            cdf = 0.5 * (1 + _erf(a / math.sqrt(2.0)))
-            pdf = xp.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-            d = cdf + a * pdf
-        return (g * d.astype(a.dtype, copy=False),)
+            u = profiler.track(xp.multiply(a, -0.5))   # a · exp(-a²/2) / √(2π)
+            u *= a
+            xp.exp(u, out=u)
+            u /= math.sqrt(2 * math.pi)
+            u *= a
+        d += 1
+        d *= 0.5
+        d += u
+        if xp.result_type(g, d) == d.dtype:
+            d *= g
+            return (d,)
+        return (g * d,)
+
+    def backward_workspace(self):
+        """One input-sized scratch array besides the gradient (two for "tanh")."""
+        return (2 if self.approximate == "tanh" else 1) * _out_nbytes(self)
 
 
 class Dropout(_Unary):
@@ -679,8 +726,9 @@ class LogSoftmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
         (axis,) = _norm_axis(axis, a.ndim, "log_softmax", single=True)
-        shifted = a - xp.max(a, axis=axis, keepdims=True)
-        out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+        out = a - xp.max(a, axis=axis, keepdims=True)      # becomes the output; exp(...) is the one temporary
+        out = xp.subtract(out, xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True)),
+                          out=out if out.dtype.kind == "f" else None)
         self.save_for_backward(out)
         self.axis = axis
         return out
@@ -688,7 +736,9 @@ class LogSoftmax(Function):
     def backward(self, g):
         (y,) = self.saved
         xp = xp_of(g)
-        return (g - xp.exp(y) * xp.sum(g, axis=self.axis, keepdims=True),)
+        gx = xp.exp(y)                  # one array, which becomes the gradient
+        gx *= xp.sum(g, axis=self.axis, keepdims=True)
+        return (xp.subtract(g, gx, out=gx),)
 
     def flops(self, inputs, out):
         return 5 * _size(out)
@@ -698,16 +748,22 @@ class Softmax(Function):
     def forward(self, a, axis=-1):
         xp = xp_of(a)
         (axis,) = _norm_axis(axis, a.ndim, "softmax", single=True)
-        e = xp.exp(a - xp.max(a, axis=axis, keepdims=True))
-        out = e / xp.sum(e, axis=axis, keepdims=True)
+        out = a - xp.max(a, axis=axis, keepdims=True)     # one buffer, which becomes the output
+        out = xp.exp(out, out=out if out.dtype.kind == "f" else None)
+        out /= xp.sum(out, axis=axis, keepdims=True)
         self.save_for_backward(out)
         self.axis = axis
         return out
 
     def backward(self, g):
+        # PyTorch's y·(g - Σ g·y): one array, which becomes the gradient (g·y - y·Σ g·y needs two).
         (y,) = self.saved
-        gy = g * y
-        return (gy - y * xp_of(g).sum(gy, axis=self.axis, keepdims=True),)
+        xp = xp_of(g)
+        gx = g * y
+        s = xp.sum(gx, axis=self.axis, keepdims=True)
+        xp.subtract(g, s, out=gx)
+        gx *= y
+        return (gx,)
 
     def flops(self, inputs, out):
         return 4 * _size(out)
@@ -810,10 +866,16 @@ class LayerNorm(Function):
         mean = xp.mean(x, axis=axes, keepdims=True)
         var = xp.var(x, axis=axes, keepdims=True)
         invstd = 1.0 / xp.sqrt(var + eps)
-        xhat = (x - mean) * invstd
+        xhat = x - mean                 # built in place: the saved x̂ and the output are the only new arrays
+        xhat *= invstd
         self.axes = axes
         self.save_for_backward(xhat, invstd, weight)
-        return xhat * weight + bias
+        out = xhat * weight
+        if out.dtype == bias.dtype:
+            out += bias
+        else:  # in place would cast a wider bias down; follow NumPy promotion
+            out = out + bias
+        return out
 
     def backward(self, g):
         xhat, invstd, weight = self.saved
@@ -821,14 +883,26 @@ class LayerNorm(Function):
         axes = self.axes
         lead = tuple(range(g.ndim - weight.ndim))
         n = weight.size
-        gw = xp.sum(g * xhat, axis=lead) if self.needs_input_grad[1] else None
+        # Two input-sized arrays in all: ``gx`` (the gradient) and ``tmp``, reused for each product.
+        tmp = None
+        gw = gx = None
+        if self.needs_input_grad[1]:
+            tmp = profiler.track(g * xhat)
+            gw = xp.sum(tmp, axis=lead)
         gb = xp.sum(g, axis=lead) if self.needs_input_grad[2] else None
-        gx = None
         if self.needs_input_grad[0]:
-            gxhat = g * weight
-            gx = (invstd / n) * (n * gxhat - xp.sum(gxhat, axis=axes, keepdims=True)
-                                 - xhat * xp.sum(gxhat * xhat, axis=axes, keepdims=True))
+            gxhat = profiler.track(xp.multiply(g, weight, out=tmp))
+            gx = profiler.track(gxhat * xhat)
+            s2 = xp.sum(gx, axis=axes, keepdims=True)
+            xp.multiply(n, gxhat, out=gx)
+            gx -= xp.sum(gxhat, axis=axes, keepdims=True)
+            gx -= xp.multiply(xhat, s2, out=gxhat)
+            gx *= invstd / n
         return gx, gw, gb
+
+    def backward_workspace(self):
+        """One input-sized scratch array besides the gradients (``tmp`` in backward)."""
+        return _out_nbytes(self) if self.needs_input_grad[0] or self.needs_input_grad[1] else 0
 
     def flops(self, inputs, out):
         return 8 * _size(out)

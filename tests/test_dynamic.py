@@ -365,7 +365,7 @@ def _dtr_at_the_graph_optimums_memory():
     from minigrad.checkpoint.graph_models import residual_mlp
     from minigrad.checkpoint.graph_run import cached_plan
     from minigrad.checkpoint.graph_solve import plain_peak
-    fn, xs, _ = residual_mlp(depth=4, width=32, batch=256)
+    fn, xs, _ = residual_mlp(depth=6, width=32, batch=256)
     budget = plain_peak(capture(fn, *xs)) // 2
     p = cached_plan(fn, *xs, budget=budget, method="optimal")
 

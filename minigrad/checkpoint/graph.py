@@ -22,10 +22,11 @@ recomputed at each stage (``R[s]``); everything else follows (``held``). At
 the start of stage s the executor drops every object not held, then re-runs
 the forwards of ``R[s]`` (in execution order), each producing both its O and
 X, then the stage's backward runs. The stage's memory counts all it holds and
-all it recomputes at once, plus the gradients in flight (the same under every
-plan) — until the next stage starts. Forward: an object not kept dies when
-the function lets it go (``free_after``, measured at capture); ``X_v`` not
-kept dies with op v. A node is never recomputed while one of its objects is
+all it recomputes at once, plus the gradients in flight and the scratch arrays
+a backward op makes besides its gradients (``Function.backward_workspace``;
+both the same under every plan) — until the next stage starts. Forward: an
+object not kept dies when the function lets it go (``free_after``, measured
+at capture); ``X_v`` not kept dies with op v. A node is never recomputed while one of its objects is
 held (that loses nothing: dropping it and recomputing costs the same).
 Objects held at a stage must have been held or recomputed at the one before;
 the forward's kept set is what stage 0 holds.
@@ -61,6 +62,8 @@ class GraphNode:
     dtype: str
     view: bool = False
     leaf_grad_bytes: int = 0  # bytes of the gradients its backward makes for leaves (parameters)
+    workspace_bytes: int = 0  # bytes of scratch arrays its backward makes besides gradients
+    block: int = -1           # index into Graph.blocks of the block it ran in (``graph_capture.block``), or -1
 
     @property
     def needs(self) -> bool:
@@ -87,6 +90,7 @@ class Graph:
     leaves: tuple
     outputs: tuple           # indices of the nodes whose outputs the function returned
     name: str = "graph"
+    blocks: tuple = ()       # names of the blocks the function marked, in order (GraphNode.block indexes them)
 
     def __len__(self):
         return len(self.nodes)
@@ -198,7 +202,7 @@ class Model:
             if w not in inflight:          # no gradient reaches it (nothing downstream needs one)
                 pinned_left -= v.pinned_bytes
                 continue
-            made = v.leaf_grad_bytes
+            made = v.leaf_grad_bytes + v.workspace_bytes
             if v.op not in GRAD_VIEW_OPS:
                 made += sum(grad_of[u] for u in v.inputs)
             per_op[w] = sum(grad_of[u] for u in inflight) + made + pinned_left

@@ -8,10 +8,14 @@ op), or a *residual* made only for backward. How long the function itself
 holds each output (``free_after``) is read from weak references to the
 output tensors. The run is made as a recompute (BatchNorm statistics stay,
 the random generators are put back), so capturing changes nothing.
+Each op also records the innermost ``block`` it ran in: the units a user
+would checkpoint by hand, which ``solve(g, budget, "blocks")`` checkpoints.
 """
 from __future__ import annotations
 
+import threading
 import weakref
+from contextlib import contextmanager
 
 from .. import autograd
 from .. import random as _random
@@ -21,6 +25,29 @@ from ..tensor import Tensor
 from ..autograd import recomputing
 from .function import fn_name
 from .graph import Graph, GraphNode, Leaf
+
+
+_marks = threading.local()
+
+
+@contextmanager
+def block(name: str = "block"):
+    """Mark the ops run inside as one block (a residual block, an attention layer): what ``"blocks"`` checkpoints.
+
+    Costs nothing outside ``capture``; blocks may nest (an op belongs to the innermost).
+    """
+    stack = _marks.__dict__.setdefault("stack", [])
+    _marks.count = getattr(_marks, "count", 0) + 1
+    stack.append((_marks.count, str(name)))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _current_block():
+    stack = getattr(_marks, "stack", None)
+    return stack[-1] if stack else None
 
 
 def _owner(a):
@@ -59,6 +86,7 @@ class _Recorder:
         self.producer = {}         # id(output tensor) -> event index
         self.leaves = {}           # id(leaf tensor) -> (index, tensor)
         self.order = []
+        self.blocks = []           # per event: (mark id, name) of the innermost block, or None
 
     def __call__(self, ev):
         if ev.node is None:
@@ -81,6 +109,7 @@ class _Recorder:
         kw_arrays = [v for v in ev.kwargs.values() if is_array(v)]
         self.events.append((ev.node, ev.fn_cls.__name__, ins, ev.flops, kw_arrays,
                             [o.data for o in ev.outputs], [t.data for t in ev.inputs]))
+        self.blocks.append(_current_block())
         for o in ev.outputs:
             self.producer[id(o)] = (weakref.ref(o), j)
         self.alive.append([weakref.ref(o) for o in ev.outputs])
@@ -130,6 +159,10 @@ def capture_ops(fn, args, kwargs):
     for _, t in leaf_tensors:
         kind = "input" if id(t) in arg_ids else ("param" if t.requires_grad else "constant")
         leaves.append(Leaf(kind, tuple(t.shape), str(t.dtype), int(t.data.nbytes), bool(t.requires_grad)))
+    block_ids = {}                               # mark id -> block index, in order of first use
+    for k in order:
+        if rec.blocks[k] is not None:
+            block_ids.setdefault(rec.blocks[k], len(block_ids))
     nodes = []
     for k in order:
         node, op, ins, flops, kw_arrays, out_arrays, in_arrays = rec.events[k]
@@ -165,6 +198,10 @@ def capture_ops(fn, args, kwargs):
             backward_flops=int(node.backward_flops()),
             free_after=max((new[i] for i in order if i <= rec.last_alive[k]), default=new[k]),
             shape=tuple(tuple(a.shape) for a in out_arrays) if len(out_arrays) > 1 else tuple(out_arrays[0].shape),
-            dtype=str(out_arrays[0].dtype), view=view, leaf_grad_bytes=leaf_grads))
+            dtype=str(out_arrays[0].dtype), view=view, leaf_grad_bytes=leaf_grads,
+            workspace_bytes=int(node.backward_workspace()),
+            block=block_ids[rec.blocks[k]] if rec.blocks[k] is not None else -1))
     ops = [(new.get(k), ev[1], tuple(tuple(a.shape) for a in ev[5])) for k, ev in enumerate(rec.events)]
-    return Graph(tuple(nodes), tuple(leaves), tuple(sorted(new[k] for k in set(roots))), name=fn_name(fn)), ops
+    names = tuple(name for _, name in block_ids)
+    return Graph(tuple(nodes), tuple(leaves), tuple(sorted(new[k] for k in set(roots))), name=fn_name(fn),
+                 blocks=names), ops

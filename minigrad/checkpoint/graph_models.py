@@ -4,13 +4,15 @@
 anything: a spine of matmul, activation, normalisation and add ops with skip
 connections. ``residual_mlp``, ``unet`` and ``transformer_block`` build small
 minigrad models and an input; ``MODELS`` maps their names to builders, for
-the CLI and the benchmark.
+the CLI and the benchmark. The models mark the blocks a user would checkpoint
+by hand (``block``): each residual block, U-Net level, attention and MLP.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .graph import Graph, GraphNode, Leaf
+from .graph_capture import block
 
 # op -> (saves its inputs?, saves its output?, residual bytes per output byte, FLOPs per output element)
 _KINDS = {"Linear": (True, False, 0.0, None), "Tanh": (False, True, 0.0, 1), "Add": (False, False, 0.0, 1),
@@ -79,10 +81,11 @@ def chain(depth: int, width: int = 64, batch: int = 16) -> Graph:
         leaves.append(Leaf("param", (width, width), "float32", 4 * width * width, True))
         nodes.append(GraphNode(a, "Linear", (a - 1,) if k else (), (0, k + 1) if k == 0 else (k + 1,), out, out, 0, 0,
                                (a - 1,) if k else (), mm, 2 * mm if k else mm, a + 1, (batch, width), "float32",
-                               leaf_grad_bytes=4 * width * width))
+                               leaf_grad_bytes=4 * width * width, block=k))
         nodes.append(GraphNode(t, "Tanh", (a,), (), out, out, 0, 0, (t,), batch * width, batch * width,
-                               t + 1 if k < depth - 1 else 2 * depth, (batch, width), "float32"))
-    return Graph(tuple(nodes), tuple(leaves), (2 * depth - 1,), name=f"chain({depth})")
+                               t + 1 if k < depth - 1 else 2 * depth, (batch, width), "float32", block=k))
+    return Graph(tuple(nodes), tuple(leaves), (2 * depth - 1,), name=f"chain({depth})",
+                 blocks=tuple(f"layer {k + 1}" for k in range(depth)))
 
 
 # --------------------------------------------------------------------------- the three example networks
@@ -102,8 +105,9 @@ def chain_model(depth=16, width=256, batch=64, seed=0):
 
     def step(x):
         h = x
-        for lin in layers:
-            h = lin(h).tanh()
+        for k, lin in enumerate(layers):
+            with block(f"layer {k + 1}"):
+                h = lin(h).tanh()
         return (h * h).mean()
 
     return step, (x,), f"chain of {depth} Linear({width})+Tanh blocks, batch {batch}"
@@ -120,8 +124,9 @@ def residual_mlp(depth=8, width=256, batch=64, seed=0):
 
     def step(x):
         h = x
-        for norm, up, down in blocks:
-            h = h + down(up(norm(h)).relu())
+        for k, (norm, up, down) in enumerate(blocks):
+            with block(f"block {k + 1}"):
+                h = h + down(up(norm(h)).relu())
         y = head(h)
         return (y * y).mean()
 
@@ -139,13 +144,16 @@ def unet(levels=3, width=512, batch=64, seed=0):
     x = mg.randn(batch, width)
 
     def step(x):
-        h = stem(x).relu()
+        with block("stem"):
+            h = stem(x).relu()
         skips = []
-        for lin in down:
+        for k, lin in enumerate(down):
             skips.append(h)
-            h = lin(h).relu()
-        for lin, s in zip(reversed(up), reversed(skips)):
-            h = lin(mg.concatenate([h, s[:, : h.shape[1]]], axis=1)).relu() + s
+            with block(f"down {k + 1}"):
+                h = lin(h).relu()
+        for k, (lin, s) in enumerate(zip(reversed(up), reversed(skips))):
+            with block(f"up {levels - k}"):
+                h = lin(mg.concatenate([h, s[:, : h.shape[1]]], axis=1)).relu() + s
         return (h * h).mean()
 
     return step, (x,), f"U-Net-like MLP: {levels} levels from width {width}, skip connections, batch {batch}"
@@ -165,13 +173,15 @@ def transformer_block(seq=256, dim=64, heads=2, blocks=2, seed=0):
 
     def step(x):
         h = x
-        for p in params:
-            qkv = p["qkv"](p["n1"](h)).reshape(seq, 3, heads, dh).transpose((1, 2, 0, 3))
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            att = F.softmax((q @ k.transpose((0, 2, 1))) * scale, axis=-1)
-            ctx = (att @ v).transpose((1, 0, 2)).reshape(seq, dim)
-            h = h + p["out"](ctx)
-            h = h + p["down"](F.gelu(p["up"](p["n2"](h))))
+        for n, p in enumerate(params):
+            with block(f"attention {n + 1}"):
+                qkv = p["qkv"](p["n1"](h)).reshape(seq, 3, heads, dh).transpose((1, 2, 0, 3))
+                q, k, v = qkv[0], qkv[1], qkv[2]
+                att = F.softmax((q @ k.transpose((0, 2, 1))) * scale, axis=-1)
+                ctx = (att @ v).transpose((1, 0, 2)).reshape(seq, dim)
+                h = h + p["out"](ctx)
+            with block(f"MLP {n + 1}"):
+                h = h + p["down"](F.gelu(p["up"](p["n2"](h))))
         return (h * h).mean()
 
     return step, (x,), f"{blocks} transformer blocks: sequence {seq}, width {dim}, {heads} heads"

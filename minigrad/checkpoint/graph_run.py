@@ -160,6 +160,8 @@ class _Run:
         residual = [a for a in node.saved or () if a is not None and is_array(a)
                     and not any(a is o for o in outs) and not any(a is i for i in arrays)
                     and not any(a is kw for kw in kwargs.values())]
+        for a in residual:                  # counted while held, as pack counts them in the forward
+            profiler.track(a)
         if residual:
             self.store[X(v)] = residual
 

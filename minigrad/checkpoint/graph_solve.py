@@ -4,7 +4,7 @@ Methods (one table, ``METHODS``): ``"optimal"`` (an exact MILP solved by
 HiGHS through ``scipy.optimize.milp``), ``"lp"`` (its LP relaxation, a proven
 lower bound, rounded to a plan in two phases), and the baselines ``"greedy"``
 (Chen et al. 2016), ``"articulation"`` (checkpoints at articulation points,
-Chen's √n rule) and ``"none"``.
+Chen's √n rule), ``"blocks"`` (per-block checkpointing, as done by hand) and ``"none"``.
 
 Note [The MILP]
 ---------------
@@ -41,7 +41,7 @@ from ..errors import ScheduleError
 from .graph import O, X, Graph, GraphPlan, Model
 from .schedules import parse_bytes
 
-METHODS = ("optimal", "lp", "greedy", "articulation", "none")
+METHODS = ("optimal", "lp", "greedy", "articulation", "blocks", "none")
 
 
 class _Program:
@@ -346,8 +346,51 @@ def _solve_none(m, budget, time_limit):
     return R, 0, True, "no checkpointing", 0.0       # recomputes nothing: no plan costs less
 
 
+def _solve_blocks(m, budget, time_limit):
+    """Per-block checkpointing, as by hand: keep the blocks' inputs, re-run each block when its backward starts.
+
+    Blocks are what the function marked with ``graph_capture.block``. Ops
+    outside every block keep what their backward reads. At a block's first
+    backward stage its ops are re-run from the kept inputs (outputs that
+    leave the block stay kept) and held until its backward has used them;
+    views are re-made wherever read, as in every plan. One plan: it fits the
+    budget or not.
+    """
+    blk = [v.block for v in m.graph.nodes]
+    if not m.graph.blocks:
+        raise ScheduleError("solve: method 'blocks' needs the blocks a user would checkpoint by hand; mark them in the "
+                            "function with `with minigrad.checkpoint.block(name): ...` and capture again")
+    kept = {u for v in range(m.n) for u in m.inputs[v] if blk[u] != blk[v]}     # read outside their block
+    R = [set() for _ in m.stages]
+    first = {}
+    for s, w in enumerate(m.stages):
+        first.setdefault(blk[w], s)
+    for b, s0 in first.items():
+        if b < 0:
+            continue
+        todo = [o for s, w in enumerate(m.stages) if blk[w] == b for o in m.need[s]]
+        while todo:
+            v = todo.pop() // 2
+            if blk[v] == b and v not in kept and v not in m.outputs and v not in R[s0]:
+                R[s0].add(v)
+                todo.extend(O(u) for u in m.inputs[v])
+    for s, r in enumerate(R):            # views: re-made at each stage that reads one it did not make
+        todo = list(m.need[s]) + [O(u) for v in r for u in m.inputs[v]]
+        while todo:
+            v = todo.pop() // 2
+            if m.view[v] and v not in m.outputs and v not in r:
+                r.add(v)
+                todo.extend(O(u) for u in m.inputs[v])
+    peak = m.simulate(R)[0]
+    if peak > budget:
+        raise ScheduleError(f"solve: per-block checkpointing ({len(m.graph.blocks)} blocks) peaks at {peak:,} bytes, "
+                            f"above the budget of {budget:,}; raise the budget or pick a method that plans op by "
+                            "op ('optimal', 'lp')")
+    return R, 0, False, f"checkpoints each of the {len(m.graph.blocks)} marked blocks", 0.0
+
+
 SOLVERS = {"optimal": _solve_optimal, "lp": _solve_lp, "greedy": _solve_greedy,
-           "articulation": _solve_articulation, "none": _solve_none}
+           "articulation": _solve_articulation, "blocks": _solve_blocks, "none": _solve_none}
 
 
 def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.0) -> GraphPlan:
@@ -369,7 +412,7 @@ def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.
     limit = parse_bytes(budget)
     m = Model(graph)
     R, lower, proven, note, seconds = SOLVERS[method](m, limit, time_limit)
-    if method in ("greedy", "articulation"):
+    if method in ("greedy", "articulation", "blocks"):
         lower = 0
     return GraphPlan(graph, limit, method, tuple(R), lower_bound=lower, optimal=proven, solve_seconds=seconds,
                      note=note, model=m)
