@@ -15,21 +15,27 @@ Note [Dynamic rematerialization]
    (output i, or the k-th array the op saved). Arrays from outside the block
    (parameters, inputs the user made, arrays passed to an op as keyword
    arguments such as dropout's mask) have no recipe and are never evicted.
-2. The budget counts the bytes of resident buffers: those a saved array still
-   needs (held by the region) and those only a live tensor holds (the live
-   outputs; they are not the region's to drop, but they take memory). Ops
-   that are not recorded (under ``no_grad``) save nothing: their outputs are
-   treated as arrays from outside.
+2. The budget means what the graph planner's budget means: every array the
+   profiler counts (``mg.profiler.live_bytes()``) beyond what was live when the
+   step began: saved arrays, live outputs, gradients in flight, a dropout
+   mask, the parameters' gradients while they are made. Only saved
+   activations with a recipe are evicted; the rest take room. A *step* begins
+   at the first recorded op while the region holds nothing, and ends when the
+   last saved array is let go. Ops that are not recorded (under ``no_grad``)
+   save nothing: their outputs are treated as arrays from outside.
 3. A buffer may be evicted only when the region's reference is the only one
    left (``sys.getrefcount``): then dropping it frees the memory. That one
    test keeps every pinned array resident: a tensor the user holds, an input
    of the op running now, an array a backward step is reading, a view.
-4. The cap is kept *before* allocations with a reserve: after each op the
-   region evicts until the resident bytes plus the largest allocation one op
-   has made so far fit the budget; before a replay it makes room for all that
-   the replay allocates. So in steady state (every op seen once) the resident
-   bytes never pass the budget; the first time an op allocates more than any
-   before it, ``peak_bytes`` shows it honestly.
+4. The cap is kept *before* allocations, with a reserve: after each op the
+   region evicts until the counted bytes plus what the next op will allocate
+   fit the budget (the next op's bytes in the previous step, while the step
+   repeats; else the most one op has allocated so far); before a backward
+   step reads its saved arrays, until the gradients it will make fit too;
+   before a replay, until all the replay allocates fits. So in steady state
+   (a step seen once) the profiler's peak stays within the budget; in the
+   first step, an op that allocates more than any before it may overshoot,
+   and ``peak_bytes`` shows it honestly.
 5. A buffer is held while a saved array needs it. Once the region has had to
    evict (memory is tight), it is also held while a recipe that may still be
    replayed reads it, so replays start from resident inputs rather than from
@@ -42,8 +48,16 @@ Note [Dynamic rematerialization]
    statistics alone, random ops redraw the same numbers, FLOPs are booked to
    "recompute". The same op on the same arrays gives the same bits, so
    gradients equal the plain run's exactly.
-7. Staleness is measured on a logical clock (one tick per op, per unpack), so
-   runs are deterministic; ``"random"`` draws from its own seeded generator.
+7. Staleness is measured on a logical clock (one tick per op, per unpack, per
+   replay), so runs are deterministic; ``"random"`` draws from its own seeded
+   generator. For ``"dtr"`` a buffer's last use is its last use by a recorded
+   op: backward reads each saved array once, in the reverse order of the
+   forward, so what the forward used last is needed first, and a read or a
+   replay in backward says nothing about the next need. Its cost counts the
+   evicted ancestors a replay must run first (an array whose inputs were
+   evicted costs more to bring back); counting the evicted descendants too,
+   as the paper's e* does, and refreshing staleness on backward reads both
+   recomputed more on the benchmark's graphs (RESULTS.md section 9).
 """
 from __future__ import annotations
 
@@ -64,17 +78,18 @@ from .schedules import parse_bytes
 
 
 def _h_dtr(buf, now, region):
-    """h_DTR = cost / (bytes x staleness); cost is the FLOPs of the evicted neighbourhood (``neighborhood_cost``)."""
-    return region.neighborhood_cost(buf) / (max(buf.nbytes, 1) * (now - buf.last + 1))
+    """h_DTR = cost / (bytes x staleness): cost is what a replay of ``buf`` would run (``replay_cost``),
+    staleness counts from its last use by a recorded op (Note 7)."""
+    return region.replay_cost(buf) / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
 
 
 def _h_dtr_local(buf, now, region):
-    """h_DTR without the neighbourhood: the buffer's own replay cost only."""
-    return buf.recipe[0].flops / (max(buf.nbytes, 1) * (now - buf.last + 1))
+    """h_DTR without the evicted ancestors: the buffer's own op's FLOPs only."""
+    return buf.recipe[0].flops / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
 
 
 def _h_lru(buf, now, region):
-    """Least recently used first."""
+    """Least recently used first (a backward step's read or a replay counts as a use)."""
     return buf.last
 
 
@@ -152,22 +167,29 @@ class _Record:
 class _Buffer:
     """One block of memory: its bytes, its recipe, and (while resident and needed) the array itself."""
 
-    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "users", "__weakref__")
+    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "fwd", "users", "__weakref__")
 
     def __init__(self, nbytes, recipe, last):
         self.nbytes, self.recipe, self.last = nbytes, recipe, last
+        self.fwd = last        # made, or last read, by a recorded op (reads in backward do not count)
         self.array = None      # the region's strong reference (only while a saved array needs it)
         self.alive = None      # weak reference to the current array, None when evicted
         self.handles = 0       # saved arrays (in nodes) and recipes that need this buffer
         self.saved = 0         # of which saved arrays
         self.users = []        # weak references to the records of ops that read it
 
+    geom = None                # a buffer is also the ref to the whole of itself (see _Ref)
+
+    @property
+    def buf(self):
+        return self
+
     def current(self):
         return self.alive() if self.alive is not None else None
 
 
 class _Ref:
-    """A view (or the whole) of a buffer: what a saved array or a recipe's input points to."""
+    """A view of a buffer: what a saved array or a recipe's input points to (a buffer stands for its whole)."""
 
     __slots__ = ("buf", "geom", "__weakref__")
 
@@ -187,10 +209,12 @@ class _Const:
 class _Saved:
     """What a node holds for one saved array: the array until its op ends, then a ref (or a const)."""
 
-    __slots__ = ("array", "slot", "node", "ref", "nbytes")
+    __slots__ = ("array", "slot", "node", "ref", "nbytes", "grads", "op", "__weakref__")
 
     def __init__(self, array, slot, node):
         self.array, self.slot, self.node, self.ref = array, slot, node, None
+        self.grads = 0                 # bytes of the gradients its node's backward makes
+        self.op = None                 # its node's op name
         self.nbytes = array.nbytes     # what the tape reports as saved, resident or not
 
 
@@ -205,10 +229,12 @@ def _copy_kwargs(kwargs):
 class Dynamic:
     """The state of one ``with dynamic(...)`` block; read ``evictions``, ``remat_flops``, ``peak_bytes``.
 
-    ``remats`` counts op replays; ``resident_bytes`` is what the budget counts
-    now; ``timeline`` holds ``(phase, event, resident bytes)`` rows in the shape
-    of ``Profile.timeline`` (one per op, eviction and replay), so the same
-    plotting code draws both.
+    ``remats`` counts op replays; ``counted_bytes`` is what the budget counts
+    now (Note 2), ``peak_bytes`` the most it counted at the region's checks
+    (after each op, before each backward step and replay); ``resident_bytes``
+    is the part the region's buffers hold. ``timeline`` holds ``(phase, event,
+    counted bytes)`` rows in the shape of ``Profile.timeline`` (one per op,
+    eviction and replay), so the same plotting code draws both.
     """
 
     def __init__(self, budget, heuristic="dtr", seed=0):
@@ -233,6 +259,11 @@ class Dynamic:
         self.timeline: list = []
         self._clock = 0
         self._reserve = 0              # the largest allocation one op (or replay) has made
+        self._floor = 0                # live bytes that are not the step's (Note 2)
+        self._in_step = False
+        self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
+        self._allocs: list = []        # (op class, bytes it allocated) for each op of this step
+        self._prev: list = []          # the same for the previous step
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
@@ -243,9 +274,11 @@ class Dynamic:
     # --- the context -------------------------------------------------------------
     def __enter__(self):
         with contextlib.ExitStack() as stack:      # undone at once if the second cannot enter
+            stack.enter_context(profiler.counting_device_memory())
             stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
             stack.enter_context(autograd.op_observer(self._observe))
             self._stack = stack.pop_all()
+        self._floor = profiler.live_bytes()
         return self
 
     def __exit__(self, *exc):
@@ -266,6 +299,18 @@ class Dynamic:
         self._held.clear()
 
     @property
+    def counted_bytes(self) -> int:
+        """What the budget counts now: live bytes beyond those that were live when the step began."""
+        return profiler.live_bytes() - self._floor
+
+    def _check(self):
+        """The counted bytes now, raising ``peak_bytes`` if they are its new high."""
+        n = profiler.live_bytes() - self._floor
+        if n > self.peak_bytes:
+            self.peak_bytes = n
+        return n
+
+    @property
     def buffers(self) -> int:
         """Buffers resident now (held for a saved array, or kept alive by a tensor)."""
         return len(self._by_root)
@@ -281,8 +326,6 @@ class Dynamic:
         buf.alive = weakref.ref(array, lambda _r, b=buf, k=key: self._gone(b, k))
         self._by_root[key] = buf
         self.resident_bytes += buf.nbytes
-        if self.resident_bytes > self.peak_bytes:
-            self.peak_bytes = self.resident_bytes
         if buf.handles:
             buf.array = array
             self._held[id(buf)] = buf
@@ -310,6 +353,9 @@ class Dynamic:
         if self._watch.pop(id(wr), None) is None:      # let go of earlier, with its recipe
             return
         buf.saved -= saved
+        self._nsaved -= saved
+        if not self._nsaved:
+            self._in_step = False      # no saved array is left: the step has ended (Note 2)
         work = [buf]
         while work:
             b = work.pop()
@@ -326,14 +372,18 @@ class Dynamic:
                     if self._watch.pop(id(w), None) is not None:
                         work.append(inp)
 
-    def _need(self, ref, owner=None):
-        """``owner`` (a saved array's ref, or a recipe using the buffer) needs ``ref.buf``: hold it meanwhile."""
-        buf = ref.buf
-        saved = int(owner is None)
+    def _need(self, target, owner=None):
+        """Hold a buffer while something needs it: a saved array (``target`` is its ``_Saved``), or
+        the recipe ``owner`` that reads the buffer ``target``."""
+        if owner is None:
+            buf, saved, key = target.ref.buf, 1, target
+        else:
+            buf, saved, key = target, 0, owner
         buf.handles += 1
         buf.saved += saved
+        self._nsaved += saved
         # kept by identity: weak references to one owner compare equal, and a set would keep only one
-        wr = weakref.ref(owner if owner is not None else ref, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
+        wr = weakref.ref(key, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
         self._watch[id(wr)] = wr
         if owner is not None:
             owner.holds.append((wr, buf))
@@ -352,6 +402,7 @@ class Dynamic:
         node = id(autograd.current_node())
         if self._slot[0] != node:
             self._slot = [node, 0]
+        profiler.track(array)          # counted as the core counts what it saves without hooks
         s = _Saved(array, self._slot[1], node)
         self._slot[1] += 1
         self._pending.append(s)
@@ -364,43 +415,62 @@ class Dynamic:
         if ref is None:                       # read before its op ended
             return handle.array
         if ref.__class__ is _Const:
-            return ref.array
-        buf = ref.buf
-        buf.last = self._tick()
-        arr = buf.current()
-        if arr is None:
-            arr = self._rematerialize(buf)
-        return _view(arr, ref.geom)
+            arr = ref.array
+        else:
+            buf = ref.buf
+            buf.last = self._tick()
+            arr = buf.current()
+            if arr is None:
+                arr = self._rematerialize(buf, handle.grads)
+            arr = _view(arr, ref.geom)
+        grads = handle.grads
+        counted = profiler.live_bytes() - self._floor
+        if counted + grads > self.budget:     # room for the gradients this backward step makes
+            self._make_room(grads, f"the backward of {handle.op}", must=grads)
+            counted = profiler.live_bytes() - self._floor
+        if counted + grads > self.peak_bytes:
+            self.peak_bytes = counted + grads
+        return arr
 
     def _observe(self, event):
         node = event.node
         if node is None:
             # not recorded: nothing is saved, so its outputs are like arrays from outside (the
-            # budget covers what the tape keeps); a recorded op that uses one holds it as a constant
+            # budget counts their bytes, but they are not the region's to evict); a recorded op
+            # that uses one holds it as a constant
             self._pending.clear()
             return
         now = self._tick()
         before = self.resident_bytes
         by_root = self._by_root
         inputs, outside = [], set()
-        for t in event.inputs:
+        grads = 0
+        needs = node.needs_input_grad
+        for t, n in zip(event.inputs, needs):
             arr = t._data
+            if n:
+                grads += arr.nbytes
             root = arr if arr.base is None else _root(arr)
             buf = by_root.get(id(root))
             if buf is not None and buf.alive() is root:
-                buf.last = now
-                geom = None if arr is root else _geometry(arr, root)
-                inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
+                buf.last = buf.fwd = now
+                if arr is root:
+                    inputs.append(buf)
+                else:
+                    geom = _geometry(arr, root)
+                    inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
             else:
                 inputs.append(_Const(arr))
                 outside.add(id(root))
         # arrays passed as keyword arguments (dropout's mask, a target) are held by the recipe, so a
         # buffer made of one could never be freed: they count as arrays from outside
+        kw_bytes = 0
         for v in event.kwargs.values():
             if is_array(v):
                 outside.add(id(_root(v)))
-        rec = _Record(event.fn_cls, node.needs_input_grad, tuple(inputs), event.kwargs, event.rng_state,
-                      event.flops)
+                kw_bytes += v.nbytes
+        name = event.fn_cls.__name__
+        rec = _Record(event.fn_cls, needs, tuple(inputs), event.kwargs, event.rng_state, event.flops)
         for i, o in enumerate(event.outputs):
             arr = o._data
             root = arr if arr.base is None else _root(arr)
@@ -411,6 +481,7 @@ class Dynamic:
         for s in pending:
             if s.node != mine:                # left by an op that raised: its node is gone
                 continue
+            s.grads, s.op = grads, name
             arr = s.array
             root = arr if arr.base is None else _root(arr)
             buf = self._buffer_of(root)
@@ -420,37 +491,54 @@ class Dynamic:
                     continue
                 buf = self._new(rec, root, "saved", s.slot, now)
                 self._add(buf, root)
-            geom = None if arr is root else _geometry(arr, root)
-            if _rebuildable(root, geom):
-                s.ref = _Ref(buf, geom)
-                self._need(s.ref)
-                s.array = None
+            if arr is root:
+                s.ref = buf
             else:
-                s.ref = _Const(arr)
+                geom = _geometry(arr, root)
+                if not _rebuildable(root, geom):
+                    s.ref = _Const(arr)
+                    continue
+                s.ref = _Ref(buf, geom)
+            self._need(s)
+            s.array = None
         if rec.made and self.evictions:
             # memory is tight and the op made buffers that may be replayed from its inputs: keep the
             # inputs resident (and evictable) while the recipe lives (Note 5)
             wrec = weakref.ref(rec)
             for ref in inputs:
-                if ref.__class__ is _Ref:
+                if ref.__class__ is not _Const:
                     ref.buf.users.append(wrec)
-                    self._need(ref, owner=rec)
-        rec.new_bytes = self.resident_bytes - before
-        if rec.new_bytes > self._reserve:
-            self._reserve = rec.new_bytes
-        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, self.resident_bytes))
-        if self.resident_bytes + self._reserve > self.budget:
-            self._make_room(self._reserve, event.fn_cls.__name__, replay=False)
+                    self._need(ref.buf, owner=rec)
+        new = rec.new_bytes = self.resident_bytes - before + kw_bytes
+        if not self._in_step:          # a step begins (Note 2): what is live besides this op is not its
+            self._in_step = True
+            self._floor = profiler.live_bytes() - new
+            if self._allocs:
+                self._prev, self._allocs = self._allocs, []
+        if new > self._reserve:
+            self._reserve = new
+        allocs, prev = self._allocs, self._prev
+        this = (event.fn_cls, new)
+        allocs.append(this)
+        k = len(allocs)
+        # what the next op allocates: as in the previous step while this one repeats it
+        ahead = prev[k][1] if k < len(prev) and prev[k - 1] == this else self._reserve
+        counted = self._check()
+        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, counted))
+        if counted + ahead > self.budget:
+            self._make_room(ahead, event.fn_cls.__name__, must=0)
 
     # --- eviction ------------------------------------------------------------------------
-    def _make_room(self, need, what, replay=True):
-        """Evict until ``need`` more bytes fit the budget; raise if what cannot be evicted does not fit.
+    def _make_room(self, need, what, must=None, idle_only=False):
+        """Evict until ``need`` more bytes fit the budget; raise if ``must`` more bytes cannot fit.
 
-        After an op (``replay=False``) the reserve is a wish: only resident bytes over
-        the budget are an error. Before a replay the ``need`` is real. After a replay
-        (``replay=None``) only idle buffers are evicted, and nothing is an error.
+        After an op the reserve is a wish (``must=0``: only counted bytes over the
+        budget are an error); before a replay the bytes it allocates must fit.
+        With ``must=None`` nothing is an error; with ``idle_only`` only buffers
+        whose eviction costs nothing yet are evicted.
         """
-        if self.resident_bytes + need <= self.budget:
+        budget = self.budget
+        if self.counted_bytes + need <= budget:
             return
         # evictable: has a recipe, and the region's reference (plus getrefcount's argument) is the only one
         candidates = [b for b in self._held.values() if b.recipe is not None and sys.getrefcount(b.array) == 2]
@@ -458,25 +546,27 @@ class Dynamic:
         # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
         # from them waits evicted), in the heuristic's order; then the rest
         free = [b for b in candidates if self.idle(b)]
-        for tier in (free, [b for b in candidates if not self.idle(b)] if replay is not None else []):
-            while tier and self.resident_bytes + need > self.budget:
+        live = profiler.live_bytes
+        floor = self._floor
+        for tier in (free, [] if idle_only else [b for b in candidates if not self.idle(b)]):
+            while tier and live() - floor + need > budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
-        if replay is not None and self.resident_bytes + (need if replay else 0) > self.budget:
-            fixed = self.resident_bytes
-            extra = f" plus the {_fmt(need)} the replay allocates" if replay else ""
+        fixed = self.counted_bytes
+        if must is not None and fixed + must > budget:
+            extra = f" plus the {_fmt(must)} it allocates" if must else ""
             raise BudgetError(
-                f"dynamic: a budget of {_fmt(self.budget)} ({self.budget:,} bytes) cannot hold what {what} "
-                f"needs at once: {_fmt(fixed)} that cannot be evicted (live tensors, the inputs of the running "
-                f"op, arrays being read){extra}. Raise the budget to at least {_fmt(fixed + (need if replay else 0))}"
-                f", or hold fewer tensors at once.")
+                f"dynamic: a budget of {_fmt(budget)} ({budget:,} bytes) cannot hold what {what} "
+                f"needs at once: {_fmt(fixed)} that cannot be evicted (live tensors, gradients in flight, the "
+                f"inputs of the running op, arrays being read){extra}. Raise the budget to at least "
+                f"{_fmt(fixed + must)}, or hold fewer tensors at once.")
 
     def _evict(self, buf):
         self._held.pop(id(buf), None)
         buf.array = None               # the last reference: the weak callback books the bytes off
         self.evictions += 1
         self.timeline.append((profiler.current_phase(), f"evict {buf.recipe[0].fn_cls.__name__}",
-                              self.resident_bytes))
+                              self.counted_bytes))
 
     @staticmethod
     def idle(buf) -> bool:
@@ -488,18 +578,17 @@ class Dynamic:
             if u is not None:
                 for m in u.made:
                     b = m()
-                    if b is not None and b.alive is None:
+                    if b is not None and b.alive is None and b.handles:
                         return False
         return True
 
-    def neighborhood_cost(self, buf) -> int:
-        """FLOPs of ``buf``'s evicted neighbourhood once it is evicted (the paper's e*): its op, the evicted
-        ancestors a replay needs, and the evicted descendants whose replay would now need it. A buffer
-        only recipes read costs nothing until something made from it is evicted."""
+    def replay_cost(self, buf) -> int:
+        """FLOPs a replay of ``buf`` would run once it is evicted: its op and the evicted ancestors the replay
+        needs first (DTR's evicted neighbourhood, towards the inputs). A buffer only recipes read costs
+        nothing until something made from it is evicted."""
         if self.idle(buf):
             return 0
         total, seen, stack = 0, set(), [buf.recipe[0]]
-        start = buf
         while stack:
             r = stack.pop()
             if id(r) in seen:
@@ -507,22 +596,14 @@ class Dynamic:
             seen.add(id(r))
             total += r.flops
             for ref in r.inputs:
-                if ref.__class__ is _Ref and ref.buf.alive is None:
+                if ref.__class__ is not _Const and ref.buf.alive is None:
                     stack.append(ref.buf.recipe[0])
-            for wb in r.made:
-                b = wb()
-                if b is None or (b.alive is not None and b is not start):
-                    continue
-                for wu in b.users:
-                    u = wu()
-                    if u is not None and id(u) not in seen and any(
-                            (m := wm()) is not None and m.alive is None for wm in u.made):
-                        stack.append(u)
         return total
 
     # --- rematerialization --------------------------------------------------------------
-    def _rematerialize(self, target):
-        """Bring ``target`` back, replaying evicted ancestors first (iteratively: chains may be long).
+    def _rematerialize(self, target, grads=0):
+        """Bring ``target`` back, replaying evicted ancestors first (iteratively: chains may be long);
+        ``grads`` is what the backward step that asked will allocate (room for it is a wish).
 
         Each frame holds the arrays of its inputs as they become available, which
         pins them (they cannot be evicted while a deeper replay makes room).
@@ -546,15 +627,16 @@ class Dynamic:
             if missing is not None:
                 frames.append((missing, [None] * len(missing.recipe[0].inputs)))
                 continue
-            result = self._replay(buf, arrays)   # kept alive by ``result`` until the parent takes it
+            result = self._replay(buf, arrays, grads)   # kept alive by ``result`` until the parent takes it
             frames.pop()
             if not frames:
                 return result
 
-    def _replay(self, buf, arrays):
+    def _replay(self, buf, arrays, grads):
         rec, kind, idx = buf.recipe
         name = rec.fn_cls.__name__
-        self._make_room(rec.new_bytes, f"replaying {name}")
+        if self.counted_bytes + rec.new_bytes + grads > self.budget:
+            self._make_room(rec.new_bytes + grads, f"replaying {name}", must=rec.new_bytes)
         node = rec.fn_cls()
         if rec.needs is not None:
             node.requires_grad = True
@@ -565,7 +647,7 @@ class Dynamic:
                 profiler.record_op(name, rec.flops)
         outs = (out,) if rec.fn_cls.n_outputs == 1 else tuple(out)
         saved = [a for a in node.saved_arrays() if a is not None] if rec.needs is not None else []
-        result = _root(outs[idx] if kind == "out" else saved[idx])
+        result = profiler.track(_root(outs[idx] if kind == "out" else saved[idx]))
         del node, out, outs, saved
         if result.nbytes != buf.nbytes:
             raise CheckpointError(f"dynamic: replaying {name} gave an array of {result.nbytes} bytes where the "
@@ -574,9 +656,7 @@ class Dynamic:
         self.remat_flops += rec.flops
         buf.last = self._tick()
         self._add(buf, result)
-        self.timeline.append((profiler.current_phase(), f"replay {name}", self.resident_bytes))
-        if self.resident_bytes + self._reserve > self.budget:
-            self._make_room(self._reserve, name, replay=None)    # room for the next op, from idle buffers
+        self.timeline.append((profiler.current_phase(), f"replay {name}", self._check()))
         return result
 
 
