@@ -58,6 +58,13 @@ Note [Dynamic rematerialization]
    evicted costs more to bring back); counting the evicted descendants too,
    as the paper's e* does, and refreshing staleness on backward reads both
    recomputed more on the benchmark's graphs (RESULTS.md section 9).
+8. A step that needed no eviction is followed by *fast* steps: while a step
+   repeats it (the same op at each position, counting no more bytes after it),
+   saved arrays are kept as they are and no recipe is made; the budget was
+   met with room to spare by that same sequence. At the first op that
+   differs, the region goes back to full bookkeeping for the rest of the step
+   (what was saved before that point is not evictable), and the step after it
+   learns afresh.
 """
 from __future__ import annotations
 
@@ -262,8 +269,11 @@ class Dynamic:
         self._floor = 0                # live bytes that are not the step's (Note 2)
         self._in_step = False
         self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
-        self._allocs: list = []        # (op class, bytes it allocated) for each op of this step
+        self._allocs: list = []        # (op class, bytes it allocated, counted after it) per op of this step
         self._prev: list = []          # the same for the previous step
+        self._fast = False             # this step repeats one that needed no eviction (Note 8)
+        self._k = 0                    # ops of this step seen while fast
+        self._calm = True              # no eviction (and nothing unforeseen) in this step so far
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
@@ -354,8 +364,8 @@ class Dynamic:
             return
         buf.saved -= saved
         self._nsaved -= saved
-        if not self._nsaved:
-            self._in_step = False      # no saved array is left: the step has ended (Note 2)
+        if not self._nsaved and self._in_step:
+            self._end_step()
         work = [buf]
         while work:
             b = work.pop()
@@ -371,6 +381,14 @@ class Dynamic:
                 for w, inp in holds:
                     if self._watch.pop(id(w), None) is not None:
                         work.append(inp)
+
+    def _end_step(self):
+        """No saved array is left: the step has ended (Note 2). If it needed no eviction, the next one
+        runs fast while it repeats it (Note 8)."""
+        self._in_step = False
+        self._prev, self._allocs = self._allocs, []
+        self._fast = self._calm and bool(self._prev)
+        self._k = 0
 
     def _need(self, target, owner=None):
         """Hold a buffer while something needs it: a saved array (``target`` is its ``_Saved``), or
@@ -397,7 +415,7 @@ class Dynamic:
 
     # --- hooks -------------------------------------------------------------------------
     def _pack(self, array):
-        if not is_array(array):
+        if self._fast or not is_array(array):
             return array
         node = id(autograd.current_node())
         if self._slot[0] != node:
@@ -434,6 +452,24 @@ class Dynamic:
 
     def _observe(self, event):
         node = event.node
+        if self._fast:
+            if node is None:
+                return
+            prev, k = self._prev, self._k
+            if k >= len(prev):
+                k = 0                  # the step ran all its ops: this one begins the next
+            cls, new, then = prev[k]
+            if cls is event.fn_cls:
+                if not k:
+                    self._floor = profiler.live_bytes() - new
+                counted = self._check()
+                if counted <= then:
+                    self._k = k + 1
+                    self.timeline.append((profiler.current_phase(), cls.__name__, counted))
+                    return
+            # the step no longer repeats the last one: full bookkeeping from here on (what the step
+            # saved so far stays as it is, held by its nodes); the next step learns afresh
+            self._fast, self._calm, self._in_step = False, False, bool(k)
         if node is None:
             # not recorded: nothing is saved, so its outputs are like arrays from outside (the
             # budget counts their bytes, but they are not the region's to evict); a recorded op
@@ -511,19 +547,17 @@ class Dynamic:
                     self._need(ref.buf, owner=rec)
         new = rec.new_bytes = self.resident_bytes - before + kw_bytes
         if not self._in_step:          # a step begins (Note 2): what is live besides this op is not its
-            self._in_step = True
+            self._in_step, self._calm = True, True
             self._floor = profiler.live_bytes() - new
-            if self._allocs:
-                self._prev, self._allocs = self._allocs, []
         if new > self._reserve:
             self._reserve = new
         allocs, prev = self._allocs, self._prev
-        this = (event.fn_cls, new)
-        allocs.append(this)
         k = len(allocs)
-        # what the next op allocates: as in the previous step while this one repeats it
-        ahead = prev[k][1] if k < len(prev) and prev[k - 1] == this else self._reserve
         counted = self._check()
+        allocs.append((event.fn_cls, new, counted))
+        # what the next op allocates: as in the previous step while this one repeats it
+        p = prev[k] if k + 1 < len(prev) else None
+        ahead = prev[k + 1][1] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
         self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, counted))
         if counted + ahead > self.budget:
             self._make_room(ahead, event.fn_cls.__name__, must=0)
@@ -562,6 +596,7 @@ class Dynamic:
                 f"{_fmt(fixed + must)}, or hold fewer tensors at once.")
 
     def _evict(self, buf):
+        self._calm = False
         self._held.pop(id(buf), None)
         buf.array = None               # the last reference: the weak callback books the bytes off
         self.evictions += 1
