@@ -128,6 +128,31 @@ def test_ample_budget_evicts_nothing():
     assert (d.buffers, d.resident_bytes) == (0, 0)       # all let go when backward ends, no collector needed
 
 
+def test_steps_after_a_calm_one_run_fast_and_fall_back_when_the_step_changes():
+    """Note 8: a step that repeats one needing no eviction makes no recipes; a step that differs (a larger
+    batch) goes back to full bookkeeping at its first op and evicts under the same budget, exactly."""
+    model, shape = _residual()
+    x = mg.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    big = mg.tensor(np.random.default_rng(1).standard_normal((2 * shape[0], shape[1])).astype(np.float32))
+    plain = _plain_peak(model, x)
+    g0, _, _ = _step(model, x)
+    g_big, _, _ = _step(model, big)
+    d = dynamic(plain * 3 // 2)
+    for n in range(3):
+        with d:
+            g1, _, _ = _step(model, x)
+        assert (d.evictions, d.fast_steps) == (0, n)        # the first step learns; the next ones are fast
+        assert all(np.array_equal(a, b) for a, b in zip(g0, g1))
+    with profiler.profile() as prof, d:
+        g2, _, _ = _step(model, x)
+        assert d.buffers == 0                               # fast: nothing of the step is the region's
+    assert prof.peak_bytes - prof.start_bytes <= plain and d.fast_steps == 3
+    with d:
+        g3, _, _ = _step(model, big)
+    assert d.fast_steps == 3 and d.evictions > 0 and d.remats > 0
+    assert all(np.array_equal(a, b) for a, b in zip(g_big, g3))
+
+
 # --------------------------------------------------------------------------- the cap, measured
 
 

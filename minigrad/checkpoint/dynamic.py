@@ -59,7 +59,8 @@ Note [Dynamic rematerialization]
    as the paper's e* does, and refreshing staleness on backward reads both
    recomputed more on the benchmark's graphs (RESULTS.md section 9).
 8. A step that needed no eviction is followed by *fast* steps: while a step
-   repeats it (the same op at each position, counting no more bytes after it),
+   repeats it (the same op with outputs of the same size at each position, and
+   no more bytes counted after it),
    saved arrays are kept as they are and no recipe is made; the budget was
    met with room to spare by that same sequence. At the first op that
    differs, the region goes back to full bookkeeping for the rest of the step
@@ -236,7 +237,7 @@ def _copy_kwargs(kwargs):
 class Dynamic:
     """The state of one ``with dynamic(...)`` block; read ``evictions``, ``remat_flops``, ``peak_bytes``.
 
-    ``remats`` counts op replays; ``counted_bytes`` is what the budget counts
+    ``remats`` counts op replays, ``fast_steps`` the steps begun fast (Note 8); ``counted_bytes`` is what the budget counts
     now (Note 2), ``peak_bytes`` the most it counted at the region's checks
     (after each op, before each backward step and replay); ``resident_bytes``
     is the part the region's buffers hold. ``timeline`` holds ``(phase, event,
@@ -269,10 +270,11 @@ class Dynamic:
         self._floor = 0                # live bytes that are not the step's (Note 2)
         self._in_step = False
         self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
-        self._allocs: list = []        # (op class, bytes it allocated, counted after it) per op of this step
+        self._allocs: list = []        # (op class, bytes it allocated, counted after it, output bytes) per op
         self._prev: list = []          # the same for the previous step
         self._fast = False             # this step repeats one that needed no eviction (Note 8)
         self._k = 0                    # ops of this step seen while fast
+        self.fast_steps = 0            # steps begun fast (Note 8)
         self._calm = True              # no eviction (and nothing unforeseen) in this step so far
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
@@ -458,12 +460,13 @@ class Dynamic:
             prev, k = self._prev, self._k
             if k >= len(prev):
                 k = 0                  # the step ran all its ops: this one begins the next
-            cls, new, then = prev[k]
-            if cls is event.fn_cls:
+            cls, new, then, out = prev[k]
+            if cls is event.fn_cls and sum([o._data.nbytes for o in event.outputs]) == out:
                 if not k:
                     self._floor = profiler.live_bytes() - new
                 counted = self._check()
                 if counted <= then:
+                    self.fast_steps += not k
                     self._k = k + 1
                     self.timeline.append((profiler.current_phase(), cls.__name__, counted))
                     return
@@ -554,7 +557,7 @@ class Dynamic:
         allocs, prev = self._allocs, self._prev
         k = len(allocs)
         counted = self._check()
-        allocs.append((event.fn_cls, new, counted))
+        allocs.append((event.fn_cls, new, counted, sum([o._data.nbytes for o in event.outputs])))
         # what the next op allocates: as in the previous step while this one repeats it
         p = prev[k] if k + 1 < len(prev) else None
         ahead = prev[k + 1][1] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
