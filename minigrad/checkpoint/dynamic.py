@@ -55,9 +55,13 @@ Note [Dynamic rematerialization]
    forward, so what the forward used last is needed first, and a read or a
    replay in backward says nothing about the next need. Its cost counts the
    evicted ancestors a replay must run first (an array whose inputs were
-   evicted costs more to bring back); counting the evicted descendants too,
-   as the paper's e* does, and refreshing staleness on backward reads both
-   recomputed more on the benchmark's graphs (RESULTS.md section 9).
+   evicted costs more to bring back) and its own op three times: its own op
+   runs at every rematerialization, while evicted ancestors may come back
+   with another replay first. The weight 3 is tuned: of 1, 2, 3, 5, 9 and 17
+   it recomputed least on the graphs of the benchmark's section 5. Counting
+   the evicted descendants too, as the paper's e* does, and refreshing
+   staleness on backward reads both recomputed more there (RESULTS.md
+   section 9).
 8. A step that needed no eviction is followed by *fast* steps: while a step
    repeats it (the same op with outputs of the same size at each position, and
    no more bytes counted after it),
@@ -86,9 +90,9 @@ from .schedules import parse_bytes
 
 
 def _h_dtr(buf, now, region):
-    """h_DTR = cost / (bytes x staleness): cost is what a replay of ``buf`` would run (``replay_cost``),
-    staleness counts from its last use by a recorded op (Note 7)."""
-    return region.replay_cost(buf) / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
+    """h_DTR = cost / (bytes x staleness): cost is what a replay of ``buf`` would run (``replay_cost``) with
+    its own op counted three times, staleness counts from its last use by a recorded op (Note 7)."""
+    return (region.replay_cost(buf) + 2 * buf.recipe[0].flops) / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
 
 
 def _h_dtr_local(buf, now, region):
