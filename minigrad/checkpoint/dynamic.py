@@ -1,9 +1,9 @@
-"""``dynamic(budget=, heuristic=)``: any eager code under a hard cap on activation bytes.
+"""``dynamic(budget=, heuristic=)``: any eager code under a hard cap on the bytes a step holds.
 
 Dynamic Tensor Rematerialization (Kirisame et al., ICLR 2021). Inside the
 block every op output and every array an op saves for backward becomes a
-*buffer* this region accounts for; when the resident buffers would not leave
-room for the next allocation, the heuristic picks one to evict, and when
+*buffer* this region accounts for; when what the step holds would not leave
+room for the next allocation, the heuristic picks a buffer to evict, and when
 backward needs an evicted array it is rematerialized by replaying the op that
 made it, from inputs that are themselves rematerialized when needed.
 
@@ -707,7 +707,9 @@ class BudgetError(CheckpointError):
 
 
 def dynamic(budget, heuristic="dtr", seed=0) -> Dynamic:
-    """Run a block under a cap on activation bytes, evicting and rematerializing as needed.
+    """Run a block under a cap on what each step holds (as the profiler counts it, gradients in flight
+    included: the budget means what the graph planner's does), evicting saved activations and
+    rematerializing them as needed.
 
     ``with dynamic(budget="8MB", heuristic="dtr") as d: ...``; heuristic is
     "dtr" | "dtr_local" | "lru" | "size" | "random" (seeded by ``seed``).
