@@ -286,19 +286,21 @@ class Dynamic:
         self._pending: list = []
         self._slot = [None, 0]         # (id of the node being packed for, next slot index)
         self._stack = None
+        self._hooks = None             # the saved_arrays_hooks block, while entered
 
     # --- the context -------------------------------------------------------------
     def __enter__(self):
         with contextlib.ExitStack() as stack:      # undone at once if the second cannot enter
             stack.enter_context(profiler.counting_device_memory())
-            stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            self._hooks = stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            self._hooks.enabled = not self._fast       # a fast step saves arrays as they are (Note 8)
             stack.enter_context(autograd.op_observer(self._observe))
             self._stack = stack.pop_all()
         self._floor = profiler.live_bytes()
         return self
 
     def __exit__(self, *exc):
-        stack, self._stack = self._stack, None
+        stack, self._stack, self._hooks = self._stack, None, None
         stack.__exit__(*exc)
         self._pending = []
         if exc[0] is not None and issubclass(exc[0], BudgetError):
@@ -395,6 +397,8 @@ class Dynamic:
         self._prev, self._allocs = self._allocs, []
         self._fast = self._calm and bool(self._prev)
         self._k = 0
+        if self._hooks is not None:
+            self._hooks.enabled = not self._fast
 
     def _need(self, target, owner=None):
         """Hold a buffer while something needs it: a saved array (``target`` is its ``_Saved``), or
@@ -477,6 +481,8 @@ class Dynamic:
             # the step no longer repeats the last one: full bookkeeping from here on (what the step
             # saved so far stays as it is, held by its nodes); the next step learns afresh
             self._fast, self._calm, self._in_step = False, False, bool(k)
+            if self._hooks is not None:
+                self._hooks.enabled = True
         if node is None:
             # not recorded: nothing is saved, so its outputs are like arrays from outside (the
             # budget counts their bytes, but they are not the region's to evict); a recorded op
