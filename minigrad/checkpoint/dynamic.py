@@ -33,9 +33,10 @@ Note [Dynamic rematerialization]
    repeats; else the most one op has allocated so far); before a backward
    step reads its saved arrays, until the gradients it will make fit too;
    before a replay, until all the replay allocates fits. So in steady state
-   (a step seen once) the profiler's peak stays within the budget; in the
-   first step, an op that allocates more than any before it may overshoot,
-   and ``peak_bytes`` shows it honestly.
+   (a step seen once) the profiler's peak stays within the budget, unless
+   what cannot be evicted leaves no room for the next op (the arrays a running
+   function still holds); in the first step, an op that allocates more than
+   any before it may also overshoot. ``peak_bytes`` shows either honestly.
 5. A buffer is held while a saved array needs it. Once the region has had to
    evict (memory is tight), it is also held while a recipe that may still be
    replayed reads it, so replays start from resident inputs rather than from
