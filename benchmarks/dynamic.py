@@ -266,7 +266,7 @@ def section_curve(args, np, mg):
         row = [f"{frac:.0%}", f"{int(peak * frac):,}"]
         for h in HEURISTICS:
             try:
-                got, rec, _, d = measure_dynamic(mg, step, int(peak * frac), h)
+                got, rec, _, _ = measure_dynamic(mg, step, int(peak * frac), h)
                 row.append(f"{100 * rec / fwd:.0f}%" + ("" if got <= int(peak * frac) else " (over)"))
             except MinigradError:
                 row.append("too small")

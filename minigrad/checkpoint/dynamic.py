@@ -577,13 +577,12 @@ class Dynamic:
             self._make_room(ahead, event.fn_cls.__name__, must=0)
 
     # --- eviction ------------------------------------------------------------------------
-    def _make_room(self, need, what, must=None, idle_only=False):
+    def _make_room(self, need, what, must):
         """Evict until ``need`` more bytes fit the budget; raise if ``must`` more bytes cannot fit.
 
-        After an op the reserve is a wish (``must=0``: only counted bytes over the
-        budget are an error); before a replay the bytes it allocates must fit.
-        With ``must=None`` nothing is an error; with ``idle_only`` only buffers
-        whose eviction costs nothing yet are evicted.
+        After an op the room for the next one is a wish (``must=0``: only counted
+        bytes over the budget are an error); before a backward step its gradients,
+        and before a replay the bytes it allocates, must fit.
         """
         budget = self.budget
         if self.counted_bytes + need <= budget:
@@ -596,12 +595,12 @@ class Dynamic:
         free = [b for b in candidates if self.idle(b)]
         live = profiler.live_bytes
         floor = self._floor
-        for tier in (free, [] if idle_only else [b for b in candidates if not self.idle(b)]):
+        for tier in (free, [b for b in candidates if not self.idle(b)]):
             while tier and live() - floor + need > budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
         fixed = self.counted_bytes
-        if must is not None and fixed + must > budget:
+        if fixed + must > budget:
             extra = f" plus the {_fmt(must)} it allocates" if must else ""
             raise BudgetError(
                 f"dynamic: a budget of {_fmt(budget)} ({budget:,} bytes) cannot hold what {what} "
