@@ -151,6 +151,26 @@ def test_steps_after_a_calm_one_run_fast_and_fall_back_when_the_step_changes():
         g3, _, _ = _step(model, big)
     assert d.fast_steps == 3 and d.evictions > 0 and d.remats > 0
     assert all(np.array_equal(a, b) for a, b in zip(g_big, g3))
+    for n in (3, 4, 5):             # the step after it evicts only what recipes held (free): it teaches
+        with d:
+            _step(model, x)
+        assert d.fast_steps == n
+    for p in model.parameters():
+        p.grad.data[...] = 0
+    (model(x) ** 2).sum().backward()                        # another loss: the step differs at its end
+    g_sum = [p.grad.data.copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad.data[...] = 0
+    with d:
+        (model(x) ** 2).sum().backward()
+    assert d.fast_steps == 6                                # it began fast, and went full at the Sum
+    assert all(np.array_equal(p.grad.data, g) for p, g in zip(model.parameters(), g_sum))
+    # seen only in part, it teaches nothing: the next step keeps room for the largest op seen (the larger
+    # batch's) and evicts, the one after it learns the step, and the third runs fast
+    for n in (6, 6, 7):
+        with d:
+            _step(model, x)
+        assert d.fast_steps == n
 
 
 # --------------------------------------------------------------------------- the cap, measured

@@ -281,6 +281,7 @@ class Dynamic:
         self._k = 0                    # ops of this step seen while fast
         self.fast_steps = 0            # steps begun fast (Note 8)
         self._calm = True              # no eviction (and nothing unforeseen) in this step so far
+        self._partial = False          # this step went full part way through (Note 8)
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
@@ -395,7 +396,9 @@ class Dynamic:
         """No saved array is left: the step has ended (Note 2). If it needed no eviction, the next one
         runs fast while it repeats it (Note 8)."""
         self._in_step = False
-        self._prev, self._allocs = self._allocs, []
+        # a step that diverged from a fast one was seen only from there on: it predicts nothing
+        self._prev, self._allocs = (self._allocs if not self._partial else []), []
+        self._partial = False
         self._fast = self._calm and bool(self._prev)
         self._k = 0
         if self._hooks is not None:
@@ -481,7 +484,7 @@ class Dynamic:
                     return
             # the step no longer repeats the last one: full bookkeeping from here on (what the step
             # saved so far stays as it is, held by its nodes); the next step learns afresh
-            self._fast, self._calm, self._in_step = False, False, bool(k)
+            self._fast, self._calm, self._in_step, self._partial = False, False, bool(k), bool(k)
             if self._hooks is not None:
                 self._hooks.enabled = True
         if node is None:
@@ -609,7 +612,8 @@ class Dynamic:
                 f"{_fmt(fixed + must)}, or hold fewer tensors at once.")
 
     def _evict(self, buf):
-        self._calm = False
+        if not self.idle(buf):         # dropping what only recipes held costs nothing: still calm
+            self._calm = False
         self._held.pop(id(buf), None)
         buf.array = None               # the last reference: the weak callback books the bytes off
         self.evictions += 1
