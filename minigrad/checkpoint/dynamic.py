@@ -63,11 +63,11 @@ Note [Dynamic rematerialization]
    the evicted descendants too, as the paper's e* does, and refreshing
    staleness on backward reads both recomputed more there (RESULTS.md
    section 9).
-8. A step that needed no eviction is followed by *fast* steps: while a step
-   repeats it (the same op with outputs of the same size at each position, and
-   no more bytes counted after it),
-   saved arrays are kept as they are and no recipe is made; the budget was
-   met with room to spare by that same sequence. At the first op that
+8. A step that needed no eviction (or evicted only what recipes alone held)
+   is followed by *fast* steps: while a step repeats it (the same op with
+   outputs of the same size at each position, and no more bytes counted after
+   it), the saved-array hooks are off, so arrays are saved as they are and no
+   recipe is made; that same sequence met the budget. At the first op that
    differs, the region goes back to full bookkeeping for the rest of the step
    (what was saved before that point is not evictable), and the step after it
    learns afresh.
@@ -242,10 +242,10 @@ def _copy_kwargs(kwargs):
 class Dynamic:
     """The state of one ``with dynamic(...)`` block; read ``evictions``, ``remat_flops``, ``peak_bytes``.
 
-    ``remats`` counts op replays, ``fast_steps`` the steps begun fast (Note 8); ``counted_bytes`` is what the budget counts
-    now (Note 2), ``peak_bytes`` the most it counted at the region's checks
-    (after each op, before each backward step and replay); ``resident_bytes``
-    is the part the region's buffers hold. ``timeline`` holds ``(phase, event,
+    ``remats`` counts op replays, ``fast_steps`` the steps begun fast (Note 8);
+    ``counted_bytes`` is what the budget counts now (Note 2), ``peak_bytes`` the
+    most it counted at the region's checks (after each op, before each backward
+    step and replay); ``resident_bytes`` is the part the region's buffers hold. ``timeline`` holds ``(phase, event,
     counted bytes)`` rows in the shape of ``Profile.timeline`` (one per op,
     eviction and replay), so the same plotting code draws both.
     """
