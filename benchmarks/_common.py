@@ -198,7 +198,7 @@ def machine_report(torch=None, notes=()):
 # --------------------------------------------------------------------------- timing
 
 
-def interleaved(fns, rounds, warmup):
+def interleaved(fns, rounds, warmup, cpu=None):
     """Time each of ``fns`` (name -> zero-argument callable) ``rounds`` times, round-robin.
 
     ``warmup`` untimed rounds come first. Each round runs every function once,
@@ -206,7 +206,9 @@ def interleaved(fns, rounds, warmup):
     runs between calls and is off while a call is timed, so a collection
     triggered by one library is not charged to another (objects alive at the
     start are frozen out of collection, so this costs little). Returns
-    name -> list of seconds.
+    name -> list of seconds; given a dict ``cpu``, fills it with name -> the
+    process CPU seconds of each call (which other work on a shared machine
+    changes less).
     """
     names = list(fns)
     times = {k: [] for k in names}
@@ -219,12 +221,14 @@ def interleaved(fns, rounds, warmup):
             for name in names[shift:] + names[:shift]:
                 gc.collect()
                 gc.disable()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fns[name]()
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 gc.enable()
                 if r >= warmup:
                     times[name].append(t1 - t0)
+                    if cpu is not None:
+                        cpu.setdefault(name, []).append(c1 - c0)
     finally:
         gc.unfreeze()
         if was_enabled:

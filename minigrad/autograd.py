@@ -221,7 +221,7 @@ def _installed(stack: str, item):
     depth = len(items)
     st.extra += 1
     try:
-        yield
+        yield items, depth - 1
     finally:
         del items[depth - 1:]
         st.extra -= 1
@@ -239,8 +239,27 @@ def saved_arrays_hooks(pack, unpack):
     if not (callable(pack) and callable(unpack)):
         raise GraphError(f"saved_arrays_hooks(pack, unpack): both must be callable, got "
                          f"{type(pack).__name__} and {type(unpack).__name__}")
-    with _installed("hooks", (pack, unpack)):
-        yield
+    with _installed("hooks", (pack, unpack)) as (items, index):
+        yield SavedHooks(items, index, (pack, unpack))
+
+
+class SavedHooks:
+    """What ``saved_arrays_hooks`` yields. Setting ``enabled = False`` lets what is saved inside the block
+    bypass the pair (saved as is, with nothing to unpack, as without hooks) until it is set back; the
+    pair stays in place, so inner blocks nest as before."""
+
+    __slots__ = ("_items", "_index", "_pair")
+
+    def __init__(self, items, index, pair):
+        self._items, self._index, self._pair = items, index, pair
+
+    @property
+    def enabled(self) -> bool:
+        return self._items[self._index] is not None
+
+    @enabled.setter
+    def enabled(self, on: bool):
+        self._items[self._index] = self._pair if on else None
 
 
 class _HooksPaused:

@@ -319,7 +319,8 @@ def describe_plan(model, x, checkpoint, needs=None, exact=False):
     L = len(model.blocks)
     if strategy == "dynamic":            # no plan: evictions are decided while the step runs
         return (f"checkpoint dynamic (budget {fmt_bytes(options['budget'], exact)}, heuristic {options['heuristic']}): "
-                f"the {L} blocks run eagerly; saved arrays are evicted under the cap and recomputed on demand")
+                f"the {L} blocks run eagerly; the cap counts every array the step holds (gradients in flight "
+                f"included); saved arrays are evicted under it and recomputed on demand")
     with mg.no_grad():
         h = model.chain_input(x)
     sim = make_plan(model.blocks, h, strategy, **options).simulate()
@@ -403,7 +404,8 @@ def _train(args, region):
     if region is not None:
         print(f"dynamic region: budget {fmt_bytes(region.budget, args.bytes)}, heuristic {region.heuristic}: "
               f"{region.evictions} evictions, {region.remats} replays, recompute {fmt_flops(region.remat_flops)} "
-              f"over the whole run; the region's own peak {fmt_bytes(region.peak_bytes, args.bytes)}")
+              f"over the whole run, {region.fast_steps} steps fast (no eviction needed); the region's own peak "
+              f"{fmt_bytes(region.peak_bytes, args.bytes)} (what its cap counts)")
     if args.plot:
         plot_training(args.plot, model, X, y, losses)
         print(f"wrote {args.plot}")

@@ -180,6 +180,19 @@ def _device_hook():
     return _device_memory[0]
 
 
+@contextmanager
+def counting_device_memory():
+    """Inside the block ``live_bytes()`` counts GPU pool memory too, as it does inside a profile."""
+    hook = _device_hook()
+    if hook is not None:
+        hook.enter()
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.exit()
+
+
 _PHASE_TRACKS = {"forward": 1, "backward": 2, "recompute": 3}   # trace-event thread ids
 
 

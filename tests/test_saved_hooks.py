@@ -44,6 +44,25 @@ def test_every_saved_array_passes_pack_and_unpack_with_the_same_gradient():
     assert np.array_equal(x.grad.numpy(), g_ref)
 
 
+def test_disabled_hooks_are_bypassed_until_enabled_again():
+    packed, unpacked = [], []
+    x = _x()
+    with autograd.saved_arrays_hooks(lambda a: packed.append(a.shape) or ("box", a),
+                                     lambda h: unpacked.append(h[1].shape) or h[1]) as hooks:
+        assert hooks.enabled
+        hooks.enabled = False
+        y = x.tanh()
+        with autograd.saved_arrays_hooks(lambda a: ("inner", a), lambda h: h[1]):    # inner blocks still apply
+            z = x.exp()
+        hooks.enabled = True
+        w = x.relu()
+    assert y._node._saved[0] is y.data and y._node._unpack is None          # saved as is: nothing to unpack
+    assert z._node._saved[0][0] == "inner"
+    assert packed == [(3, 4)] and w._node._saved[0][0] == "box"
+    (y.sum() + w.sum()).backward()
+    assert unpacked == [(3, 4)]
+
+
 def test_without_hooks_the_node_holds_the_arrays_themselves():
     x = _x()
     y = x.tanh()

@@ -1,9 +1,9 @@
-"""``dynamic(budget=, heuristic=)``: any eager code under a hard cap on activation bytes.
+"""``dynamic(budget=, heuristic=)``: any eager code under a hard cap on the bytes a step holds.
 
 Dynamic Tensor Rematerialization (Kirisame et al., ICLR 2021). Inside the
 block every op output and every array an op saves for backward becomes a
-*buffer* this region accounts for; when the resident buffers would not leave
-room for the next allocation, the heuristic picks one to evict, and when
+*buffer* this region accounts for; when what the step holds would not leave
+room for the next allocation, the heuristic picks a buffer to evict, and when
 backward needs an evicted array it is rematerialized by replaying the op that
 made it, from inputs that are themselves rematerialized when needed.
 
@@ -15,21 +15,28 @@ Note [Dynamic rematerialization]
    (output i, or the k-th array the op saved). Arrays from outside the block
    (parameters, inputs the user made, arrays passed to an op as keyword
    arguments such as dropout's mask) have no recipe and are never evicted.
-2. The budget counts the bytes of resident buffers: those a saved array still
-   needs (held by the region) and those only a live tensor holds (the live
-   outputs; they are not the region's to drop, but they take memory). Ops
-   that are not recorded (under ``no_grad``) save nothing: their outputs are
-   treated as arrays from outside.
+2. The budget means what the graph planner's budget means: every array the
+   profiler counts (``mg.profiler.live_bytes()``) beyond what was live when the
+   step began: saved arrays, live outputs, gradients in flight, a dropout
+   mask, the parameters' gradients while they are made. Only saved
+   activations with a recipe are evicted; the rest take room. A *step* begins
+   at the first recorded op while the region holds nothing, and ends when the
+   last saved array is let go. Ops that are not recorded (under ``no_grad``)
+   save nothing: their outputs are treated as arrays from outside.
 3. A buffer may be evicted only when the region's reference is the only one
    left (``sys.getrefcount``): then dropping it frees the memory. That one
    test keeps every pinned array resident: a tensor the user holds, an input
    of the op running now, an array a backward step is reading, a view.
-4. The cap is kept *before* allocations with a reserve: after each op the
-   region evicts until the resident bytes plus the largest allocation one op
-   has made so far fit the budget; before a replay it makes room for all that
-   the replay allocates. So in steady state (every op seen once) the resident
-   bytes never pass the budget; the first time an op allocates more than any
-   before it, ``peak_bytes`` shows it honestly.
+4. The cap is kept *before* allocations, with a reserve: after each op the
+   region evicts until the counted bytes plus what the next op will allocate
+   fit the budget (the next op's bytes in the previous step, while the step
+   repeats; else the most one op has allocated so far); before a backward
+   step reads its saved arrays, until the gradients it will make fit too;
+   before a replay, until all the replay allocates fits. So in steady state
+   (a step seen once) the profiler's peak stays within the budget, unless
+   what cannot be evicted leaves no room for the next op (the arrays a running
+   function still holds); in the first step, an op that allocates more than
+   any before it may also overshoot. ``peak_bytes`` shows either honestly.
 5. A buffer is held while a saved array needs it. Once the region has had to
    evict (memory is tight), it is also held while a recipe that may still be
    replayed reads it, so replays start from resident inputs rather than from
@@ -42,8 +49,28 @@ Note [Dynamic rematerialization]
    statistics alone, random ops redraw the same numbers, FLOPs are booked to
    "recompute". The same op on the same arrays gives the same bits, so
    gradients equal the plain run's exactly.
-7. Staleness is measured on a logical clock (one tick per op, per unpack), so
-   runs are deterministic; ``"random"`` draws from its own seeded generator.
+7. Staleness is measured on a logical clock (one tick per op, per unpack, per
+   replay), so runs are deterministic; ``"random"`` draws from its own seeded
+   generator. For ``"dtr"`` a buffer's last use is its last use by a recorded
+   op: backward reads each saved array once, in the reverse order of the
+   forward, so what the forward used last is needed first, and a read or a
+   replay in backward says nothing about the next need. Its cost counts the
+   evicted ancestors a replay must run first (an array whose inputs were
+   evicted costs more to bring back) and its own op three times: its own op
+   runs at every rematerialization, while evicted ancestors may come back
+   with another replay first. The weight 3 is tuned: of 1, 2, 3, 5, 9 and 17
+   it recomputed least on the graphs of the benchmark's section 5. Counting
+   the evicted descendants too, as the paper's e* does, and refreshing
+   staleness on backward reads both recomputed more there (RESULTS.md
+   section 9).
+8. A step that needed no eviction (or evicted only what recipes alone held)
+   is followed by *fast* steps: while a step repeats it (the same op with
+   outputs of the same size at each position, and no more bytes counted after
+   it), the saved-array hooks are off, so arrays are saved as they are and no
+   recipe is made; that same sequence met the budget. At the first op that
+   differs, the region goes back to full bookkeeping for the rest of the step
+   (what was saved before that point is not evictable), and the step after it
+   learns afresh.
 """
 from __future__ import annotations
 
@@ -64,17 +91,18 @@ from .schedules import parse_bytes
 
 
 def _h_dtr(buf, now, region):
-    """h_DTR = cost / (bytes x staleness); cost is the FLOPs of the evicted neighbourhood (``neighborhood_cost``)."""
-    return region.neighborhood_cost(buf) / (max(buf.nbytes, 1) * (now - buf.last + 1))
+    """h_DTR = cost / (bytes x staleness): cost is what a replay of ``buf`` would run (``replay_cost``) with
+    its own op counted three times, staleness counts from its last use by a recorded op (Note 7)."""
+    return (region.replay_cost(buf) + 2 * buf.recipe[0].flops) / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
 
 
 def _h_dtr_local(buf, now, region):
-    """h_DTR without the neighbourhood: the buffer's own replay cost only."""
-    return buf.recipe[0].flops / (max(buf.nbytes, 1) * (now - buf.last + 1))
+    """h_DTR without the evicted ancestors: the buffer's own op's FLOPs only."""
+    return buf.recipe[0].flops / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
 
 
 def _h_lru(buf, now, region):
-    """Least recently used first."""
+    """Least recently used first (a backward step's read or a replay counts as a use)."""
     return buf.last
 
 
@@ -152,22 +180,29 @@ class _Record:
 class _Buffer:
     """One block of memory: its bytes, its recipe, and (while resident and needed) the array itself."""
 
-    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "users", "__weakref__")
+    __slots__ = ("nbytes", "recipe", "array", "alive", "handles", "saved", "last", "fwd", "users", "__weakref__")
 
     def __init__(self, nbytes, recipe, last):
         self.nbytes, self.recipe, self.last = nbytes, recipe, last
+        self.fwd = last        # made, or last read, by a recorded op (reads in backward do not count)
         self.array = None      # the region's strong reference (only while a saved array needs it)
         self.alive = None      # weak reference to the current array, None when evicted
         self.handles = 0       # saved arrays (in nodes) and recipes that need this buffer
         self.saved = 0         # of which saved arrays
         self.users = []        # weak references to the records of ops that read it
 
+    geom = None                # a buffer is also the ref to the whole of itself (see _Ref)
+
+    @property
+    def buf(self):
+        return self
+
     def current(self):
         return self.alive() if self.alive is not None else None
 
 
 class _Ref:
-    """A view (or the whole) of a buffer: what a saved array or a recipe's input points to."""
+    """A view of a buffer: what a saved array or a recipe's input points to (a buffer stands for its whole)."""
 
     __slots__ = ("buf", "geom", "__weakref__")
 
@@ -187,10 +222,12 @@ class _Const:
 class _Saved:
     """What a node holds for one saved array: the array until its op ends, then a ref (or a const)."""
 
-    __slots__ = ("array", "slot", "node", "ref", "nbytes")
+    __slots__ = ("array", "slot", "node", "ref", "nbytes", "grads", "op", "__weakref__")
 
     def __init__(self, array, slot, node):
         self.array, self.slot, self.node, self.ref = array, slot, node, None
+        self.grads = 0                 # bytes of the gradients its node's backward makes
+        self.op = None                 # its node's op name
         self.nbytes = array.nbytes     # what the tape reports as saved, resident or not
 
 
@@ -205,10 +242,12 @@ def _copy_kwargs(kwargs):
 class Dynamic:
     """The state of one ``with dynamic(...)`` block; read ``evictions``, ``remat_flops``, ``peak_bytes``.
 
-    ``remats`` counts op replays; ``resident_bytes`` is what the budget counts
-    now; ``timeline`` holds ``(phase, event, resident bytes)`` rows in the shape
-    of ``Profile.timeline`` (one per op, eviction and replay), so the same
-    plotting code draws both.
+    ``remats`` counts op replays, ``fast_steps`` the steps begun fast (Note 8);
+    ``counted_bytes`` is what the budget counts now (Note 2), ``peak_bytes`` the
+    most it counted at the region's checks (after each op, before each backward
+    step and replay); ``resident_bytes`` is the part the region's buffers hold. ``timeline`` holds ``(phase, event,
+    counted bytes)`` rows in the shape of ``Profile.timeline`` (one per op,
+    eviction and replay), so the same plotting code draws both.
     """
 
     def __init__(self, budget, heuristic="dtr", seed=0):
@@ -233,23 +272,37 @@ class Dynamic:
         self.timeline: list = []
         self._clock = 0
         self._reserve = 0              # the largest allocation one op (or replay) has made
+        self._floor = 0                # live bytes that are not the step's (Note 2)
+        self._in_step = False
+        self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
+        self._allocs: list = []        # (op class, bytes it allocated, counted after it, output bytes) per op
+        self._prev: list = []          # the same for the previous step
+        self._fast = False             # this step repeats one that needed no eviction (Note 8)
+        self._k = 0                    # ops of this step seen while fast
+        self.fast_steps = 0            # steps begun fast (Note 8)
+        self._calm = True              # no eviction (and nothing unforeseen) in this step so far
+        self._partial = False          # this step went full part way through (Note 8)
         self._by_root: dict = {}       # id(array) -> buffer, for resident buffers
         self._held: dict = {}          # id(buffer) -> buffer: resident buffers a saved array needs
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
         self._pending: list = []
         self._slot = [None, 0]         # (id of the node being packed for, next slot index)
         self._stack = None
+        self._hooks = None             # the saved_arrays_hooks block, while entered
 
     # --- the context -------------------------------------------------------------
     def __enter__(self):
         with contextlib.ExitStack() as stack:      # undone at once if the second cannot enter
-            stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            stack.enter_context(profiler.counting_device_memory())
+            self._hooks = stack.enter_context(autograd.saved_arrays_hooks(self._pack, self._unpack))
+            self._hooks.enabled = not self._fast       # a fast step saves arrays as they are (Note 8)
             stack.enter_context(autograd.op_observer(self._observe))
             self._stack = stack.pop_all()
+        self._floor = profiler.live_bytes()
         return self
 
     def __exit__(self, *exc):
-        stack, self._stack = self._stack, None
+        stack, self._stack, self._hooks = self._stack, None, None
         stack.__exit__(*exc)
         self._pending = []
         if exc[0] is not None and issubclass(exc[0], BudgetError):
@@ -264,6 +317,18 @@ class Dynamic:
         for buf in list(self._held.values()):
             buf.array = None
         self._held.clear()
+
+    @property
+    def counted_bytes(self) -> int:
+        """What the budget counts now: live bytes beyond those that were live when the step began."""
+        return profiler.live_bytes() - self._floor
+
+    def _check(self):
+        """The counted bytes now, raising ``peak_bytes`` if they are its new high."""
+        n = profiler.live_bytes() - self._floor
+        if n > self.peak_bytes:
+            self.peak_bytes = n
+        return n
 
     @property
     def buffers(self) -> int:
@@ -281,8 +346,6 @@ class Dynamic:
         buf.alive = weakref.ref(array, lambda _r, b=buf, k=key: self._gone(b, k))
         self._by_root[key] = buf
         self.resident_bytes += buf.nbytes
-        if self.resident_bytes > self.peak_bytes:
-            self.peak_bytes = self.resident_bytes
         if buf.handles:
             buf.array = array
             self._held[id(buf)] = buf
@@ -310,6 +373,9 @@ class Dynamic:
         if self._watch.pop(id(wr), None) is None:      # let go of earlier, with its recipe
             return
         buf.saved -= saved
+        self._nsaved -= saved
+        if not self._nsaved and self._in_step:
+            self._end_step()
         work = [buf]
         while work:
             b = work.pop()
@@ -326,14 +392,30 @@ class Dynamic:
                     if self._watch.pop(id(w), None) is not None:
                         work.append(inp)
 
-    def _need(self, ref, owner=None):
-        """``owner`` (a saved array's ref, or a recipe using the buffer) needs ``ref.buf``: hold it meanwhile."""
-        buf = ref.buf
-        saved = int(owner is None)
+    def _end_step(self):
+        """No saved array is left: the step has ended (Note 2). If it needed no eviction, the next one
+        runs fast while it repeats it (Note 8)."""
+        self._in_step = False
+        # a step that diverged from a fast one was seen only from there on: it predicts nothing
+        self._prev, self._allocs = (self._allocs if not self._partial else []), []
+        self._partial = False
+        self._fast = self._calm and bool(self._prev)
+        self._k = 0
+        if self._hooks is not None:
+            self._hooks.enabled = not self._fast
+
+    def _need(self, target, owner=None):
+        """Hold a buffer while something needs it: a saved array (``target`` is its ``_Saved``), or
+        the recipe ``owner`` that reads the buffer ``target``."""
+        if owner is None:
+            buf, saved, key = target.ref.buf, 1, target
+        else:
+            buf, saved, key = target, 0, owner
         buf.handles += 1
         buf.saved += saved
+        self._nsaved += saved
         # kept by identity: weak references to one owner compare equal, and a set would keep only one
-        wr = weakref.ref(owner if owner is not None else ref, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
+        wr = weakref.ref(key, lambda w, b=buf, s=saved: self._unneeded(w, b, s))
         self._watch[id(wr)] = wr
         if owner is not None:
             owner.holds.append((wr, buf))
@@ -347,11 +429,12 @@ class Dynamic:
 
     # --- hooks -------------------------------------------------------------------------
     def _pack(self, array):
-        if not is_array(array):
+        if self._fast or not is_array(array):
             return array
         node = id(autograd.current_node())
         if self._slot[0] != node:
             self._slot = [node, 0]
+        profiler.track(array)          # counted as the core counts what it saves without hooks
         s = _Saved(array, self._slot[1], node)
         self._slot[1] += 1
         self._pending.append(s)
@@ -364,43 +447,83 @@ class Dynamic:
         if ref is None:                       # read before its op ended
             return handle.array
         if ref.__class__ is _Const:
-            return ref.array
-        buf = ref.buf
-        buf.last = self._tick()
-        arr = buf.current()
-        if arr is None:
-            arr = self._rematerialize(buf)
-        return _view(arr, ref.geom)
+            arr = ref.array
+        else:
+            buf = ref.buf
+            buf.last = self._tick()
+            arr = buf.current()
+            if arr is None:
+                arr = self._rematerialize(buf, handle.grads)
+            arr = _view(arr, ref.geom)
+        grads = handle.grads
+        counted = profiler.live_bytes() - self._floor
+        if counted + grads > self.budget:     # room for the gradients this backward step makes
+            self._make_room(grads, f"the backward of {handle.op}", must=grads)
+            counted = profiler.live_bytes() - self._floor
+        if counted + grads > self.peak_bytes:
+            self.peak_bytes = counted + grads
+        return arr
 
     def _observe(self, event):
         node = event.node
+        if self._fast:
+            if node is None:
+                return
+            prev, k = self._prev, self._k
+            if k >= len(prev):
+                k = 0                  # the step ran all its ops: this one begins the next
+            cls, new, then, out = prev[k]
+            if cls is event.fn_cls and sum([o._data.nbytes for o in event.outputs]) == out:
+                if not k:
+                    self._floor = profiler.live_bytes() - new
+                counted = self._check()
+                if counted <= then:
+                    self.fast_steps += not k
+                    self._k = k + 1
+                    self.timeline.append((profiler.current_phase(), cls.__name__, counted))
+                    return
+            # the step no longer repeats the last one: full bookkeeping from here on (what the step
+            # saved so far stays as it is, held by its nodes); the next step learns afresh
+            self._fast, self._calm, self._in_step, self._partial = False, False, bool(k), bool(k)
+            if self._hooks is not None:
+                self._hooks.enabled = True
         if node is None:
             # not recorded: nothing is saved, so its outputs are like arrays from outside (the
-            # budget covers what the tape keeps); a recorded op that uses one holds it as a constant
+            # budget counts their bytes, but they are not the region's to evict); a recorded op
+            # that uses one holds it as a constant
             self._pending.clear()
             return
         now = self._tick()
         before = self.resident_bytes
         by_root = self._by_root
         inputs, outside = [], set()
-        for t in event.inputs:
+        grads = 0
+        needs = node.needs_input_grad
+        for t, n in zip(event.inputs, needs):
             arr = t._data
+            if n:
+                grads += arr.nbytes
             root = arr if arr.base is None else _root(arr)
             buf = by_root.get(id(root))
             if buf is not None and buf.alive() is root:
-                buf.last = now
-                geom = None if arr is root else _geometry(arr, root)
-                inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
+                buf.last = buf.fwd = now
+                if arr is root:
+                    inputs.append(buf)
+                else:
+                    geom = _geometry(arr, root)
+                    inputs.append(_Ref(buf, geom) if _rebuildable(root, geom) else _Const(arr))
             else:
                 inputs.append(_Const(arr))
                 outside.add(id(root))
         # arrays passed as keyword arguments (dropout's mask, a target) are held by the recipe, so a
         # buffer made of one could never be freed: they count as arrays from outside
+        kw_bytes = 0
         for v in event.kwargs.values():
             if is_array(v):
                 outside.add(id(_root(v)))
-        rec = _Record(event.fn_cls, node.needs_input_grad, tuple(inputs), event.kwargs, event.rng_state,
-                      event.flops)
+                kw_bytes += v.nbytes
+        name = event.fn_cls.__name__
+        rec = _Record(event.fn_cls, needs, tuple(inputs), event.kwargs, event.rng_state, event.flops)
         for i, o in enumerate(event.outputs):
             arr = o._data
             root = arr if arr.base is None else _root(arr)
@@ -411,6 +534,7 @@ class Dynamic:
         for s in pending:
             if s.node != mine:                # left by an op that raised: its node is gone
                 continue
+            s.grads, s.op = grads, name
             arr = s.array
             root = arr if arr.base is None else _root(arr)
             buf = self._buffer_of(root)
@@ -420,37 +544,51 @@ class Dynamic:
                     continue
                 buf = self._new(rec, root, "saved", s.slot, now)
                 self._add(buf, root)
-            geom = None if arr is root else _geometry(arr, root)
-            if _rebuildable(root, geom):
-                s.ref = _Ref(buf, geom)
-                self._need(s.ref)
-                s.array = None
+            if arr is root:
+                s.ref = buf
             else:
-                s.ref = _Const(arr)
+                geom = _geometry(arr, root)
+                if not _rebuildable(root, geom):
+                    s.ref = _Const(arr)
+                    continue
+                s.ref = _Ref(buf, geom)
+            self._need(s)
+            s.array = None
         if rec.made and self.evictions:
             # memory is tight and the op made buffers that may be replayed from its inputs: keep the
             # inputs resident (and evictable) while the recipe lives (Note 5)
             wrec = weakref.ref(rec)
             for ref in inputs:
-                if ref.__class__ is _Ref:
+                if ref.__class__ is not _Const:
                     ref.buf.users.append(wrec)
-                    self._need(ref, owner=rec)
-        rec.new_bytes = self.resident_bytes - before
-        if rec.new_bytes > self._reserve:
-            self._reserve = rec.new_bytes
-        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, self.resident_bytes))
-        if self.resident_bytes + self._reserve > self.budget:
-            self._make_room(self._reserve, event.fn_cls.__name__, replay=False)
+                    self._need(ref.buf, owner=rec)
+        new = rec.new_bytes = self.resident_bytes - before + kw_bytes
+        if not self._in_step:          # a step begins (Note 2): what is live besides this op is not its
+            self._in_step, self._calm = True, True
+            self._floor = profiler.live_bytes() - new
+        if new > self._reserve:
+            self._reserve = new
+        allocs, prev = self._allocs, self._prev
+        k = len(allocs)
+        counted = self._check()
+        allocs.append((event.fn_cls, new, counted, sum([o._data.nbytes for o in event.outputs])))
+        # what the next op allocates: as in the previous step while this one repeats it
+        p = prev[k] if k + 1 < len(prev) else None
+        ahead = prev[k + 1][1] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
+        self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, counted))
+        if counted + ahead > self.budget:
+            self._make_room(ahead, event.fn_cls.__name__, must=0)
 
     # --- eviction ------------------------------------------------------------------------
-    def _make_room(self, need, what, replay=True):
-        """Evict until ``need`` more bytes fit the budget; raise if what cannot be evicted does not fit.
+    def _make_room(self, need, what, must):
+        """Evict until ``need`` more bytes fit the budget; raise if ``must`` more bytes cannot fit.
 
-        After an op (``replay=False``) the reserve is a wish: only resident bytes over
-        the budget are an error. Before a replay the ``need`` is real. After a replay
-        (``replay=None``) only idle buffers are evicted, and nothing is an error.
+        After an op the room for the next one is a wish (``must=0``: only counted
+        bytes over the budget are an error); before a backward step its gradients,
+        and before a replay the bytes it allocates, must fit.
         """
-        if self.resident_bytes + need <= self.budget:
+        budget = self.budget
+        if self.counted_bytes + need <= budget:
             return
         # evictable: has a recipe, and the region's reference (plus getrefcount's argument) is the only one
         candidates = [b for b in self._held.values() if b.recipe is not None and sys.getrefcount(b.array) == 2]
@@ -458,25 +596,29 @@ class Dynamic:
         # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
         # from them waits evicted), in the heuristic's order; then the rest
         free = [b for b in candidates if self.idle(b)]
-        for tier in (free, [b for b in candidates if not self.idle(b)] if replay is not None else []):
-            while tier and self.resident_bytes + need > self.budget:
+        live = profiler.live_bytes
+        floor = self._floor
+        for tier in (free, [b for b in candidates if not self.idle(b)]):
+            while tier and live() - floor + need > budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
-        if replay is not None and self.resident_bytes + (need if replay else 0) > self.budget:
-            fixed = self.resident_bytes
-            extra = f" plus the {_fmt(need)} the replay allocates" if replay else ""
+        fixed = self.counted_bytes
+        if fixed + must > budget:
+            extra = f" plus the {_fmt(must)} it allocates" if must else ""
             raise BudgetError(
-                f"dynamic: a budget of {_fmt(self.budget)} ({self.budget:,} bytes) cannot hold what {what} "
-                f"needs at once: {_fmt(fixed)} that cannot be evicted (live tensors, the inputs of the running "
-                f"op, arrays being read){extra}. Raise the budget to at least {_fmt(fixed + (need if replay else 0))}"
-                f", or hold fewer tensors at once.")
+                f"dynamic: a budget of {_fmt(budget)} ({budget:,} bytes) cannot hold what {what} "
+                f"needs at once: {_fmt(fixed)} that cannot be evicted (live tensors, gradients in flight, the "
+                f"inputs of the running op, arrays being read){extra}. Raise the budget to at least "
+                f"{_fmt(fixed + must)}, or hold fewer tensors at once.")
 
     def _evict(self, buf):
+        if not self.idle(buf):         # dropping what only recipes held costs nothing: still calm
+            self._calm = False
         self._held.pop(id(buf), None)
         buf.array = None               # the last reference: the weak callback books the bytes off
         self.evictions += 1
         self.timeline.append((profiler.current_phase(), f"evict {buf.recipe[0].fn_cls.__name__}",
-                              self.resident_bytes))
+                              self.counted_bytes))
 
     @staticmethod
     def idle(buf) -> bool:
@@ -488,18 +630,17 @@ class Dynamic:
             if u is not None:
                 for m in u.made:
                     b = m()
-                    if b is not None and b.alive is None:
+                    if b is not None and b.alive is None and b.handles:
                         return False
         return True
 
-    def neighborhood_cost(self, buf) -> int:
-        """FLOPs of ``buf``'s evicted neighbourhood once it is evicted (the paper's e*): its op, the evicted
-        ancestors a replay needs, and the evicted descendants whose replay would now need it. A buffer
-        only recipes read costs nothing until something made from it is evicted."""
+    def replay_cost(self, buf) -> int:
+        """FLOPs a replay of ``buf`` would run once it is evicted: its op and the evicted ancestors the replay
+        needs first (DTR's evicted neighbourhood, towards the inputs). A buffer only recipes read costs
+        nothing until something made from it is evicted."""
         if self.idle(buf):
             return 0
         total, seen, stack = 0, set(), [buf.recipe[0]]
-        start = buf
         while stack:
             r = stack.pop()
             if id(r) in seen:
@@ -507,22 +648,14 @@ class Dynamic:
             seen.add(id(r))
             total += r.flops
             for ref in r.inputs:
-                if ref.__class__ is _Ref and ref.buf.alive is None:
+                if ref.__class__ is not _Const and ref.buf.alive is None:
                     stack.append(ref.buf.recipe[0])
-            for wb in r.made:
-                b = wb()
-                if b is None or (b.alive is not None and b is not start):
-                    continue
-                for wu in b.users:
-                    u = wu()
-                    if u is not None and id(u) not in seen and any(
-                            (m := wm()) is not None and m.alive is None for wm in u.made):
-                        stack.append(u)
         return total
 
     # --- rematerialization --------------------------------------------------------------
-    def _rematerialize(self, target):
-        """Bring ``target`` back, replaying evicted ancestors first (iteratively: chains may be long).
+    def _rematerialize(self, target, grads=0):
+        """Bring ``target`` back, replaying evicted ancestors first (iteratively: chains may be long);
+        ``grads`` is what the backward step that asked will allocate (room for it is a wish).
 
         Each frame holds the arrays of its inputs as they become available, which
         pins them (they cannot be evicted while a deeper replay makes room).
@@ -546,15 +679,16 @@ class Dynamic:
             if missing is not None:
                 frames.append((missing, [None] * len(missing.recipe[0].inputs)))
                 continue
-            result = self._replay(buf, arrays)   # kept alive by ``result`` until the parent takes it
+            result = self._replay(buf, arrays, grads)   # kept alive by ``result`` until the parent takes it
             frames.pop()
             if not frames:
                 return result
 
-    def _replay(self, buf, arrays):
+    def _replay(self, buf, arrays, grads):
         rec, kind, idx = buf.recipe
         name = rec.fn_cls.__name__
-        self._make_room(rec.new_bytes, f"replaying {name}")
+        if self.counted_bytes + rec.new_bytes + grads > self.budget:
+            self._make_room(rec.new_bytes + grads, f"replaying {name}", must=rec.new_bytes)
         node = rec.fn_cls()
         if rec.needs is not None:
             node.requires_grad = True
@@ -565,7 +699,7 @@ class Dynamic:
                 profiler.record_op(name, rec.flops)
         outs = (out,) if rec.fn_cls.n_outputs == 1 else tuple(out)
         saved = [a for a in node.saved_arrays() if a is not None] if rec.needs is not None else []
-        result = _root(outs[idx] if kind == "out" else saved[idx])
+        result = profiler.track(_root(outs[idx] if kind == "out" else saved[idx]))
         del node, out, outs, saved
         if result.nbytes != buf.nbytes:
             raise CheckpointError(f"dynamic: replaying {name} gave an array of {result.nbytes} bytes where the "
@@ -574,9 +708,7 @@ class Dynamic:
         self.remat_flops += rec.flops
         buf.last = self._tick()
         self._add(buf, result)
-        self.timeline.append((profiler.current_phase(), f"replay {name}", self.resident_bytes))
-        if self.resident_bytes + self._reserve > self.budget:
-            self._make_room(self._reserve, name, replay=None)    # room for the next op, from idle buffers
+        self.timeline.append((profiler.current_phase(), f"replay {name}", self._check()))
         return result
 
 
@@ -585,7 +717,9 @@ class BudgetError(CheckpointError):
 
 
 def dynamic(budget, heuristic="dtr", seed=0) -> Dynamic:
-    """Run a block under a cap on activation bytes, evicting and rematerializing as needed.
+    """Run a block under a cap on what each step holds (as the profiler counts it, gradients in flight
+    included: the budget means what the graph planner's does), evicting saved activations and
+    rematerializing them as needed.
 
     ``with dynamic(budget="8MB", heuristic="dtr") as d: ...``; heuristic is
     "dtr" | "dtr_local" | "lru" | "size" | "random" (seeded by ``seed``).
