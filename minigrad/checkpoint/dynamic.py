@@ -226,7 +226,7 @@ class _Saved:
 
     def __init__(self, array, slot, node):
         self.array, self.slot, self.node, self.ref = array, slot, node, None
-        self.grads = 0                 # bytes of the gradients its node's backward makes
+        self.grads = 0                 # bytes its node's backward makes: gradients and scratch
         self.op = None                 # its node's op name
         self.nbytes = array.nbytes     # what the tape reports as saved, resident or not
 
@@ -515,6 +515,7 @@ class Dynamic:
             else:
                 inputs.append(_Const(arr))
                 outside.add(id(root))
+        grads += node.backward_workspace()     # scratch its backward makes besides the gradients
         # arrays passed as keyword arguments (dropout's mask, a target) are held by the recipe, so a
         # buffer made of one could never be freed: they count as arrays from outside
         kw_bytes = 0
