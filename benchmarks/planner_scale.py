@@ -84,7 +84,7 @@ def searches(lengths):
 
 def gaps():
     rows = []
-    for L, seeds in ((24, range(4)), (40, range(2))):
+    for L, seeds in ((24, range(4)), (40, range(2)), (100, range(1))):
         for seed in seeds:
             c = hetero_chain(L, seed)
             for frac in (1.5, 2.0, 3.0):

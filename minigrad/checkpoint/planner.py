@@ -32,10 +32,11 @@ instead of 352 and a fifth of the time; ``benchmarks/RESULTS.md`` section 8):
    of x_1..x_{a-1} (a slot dropped early gives its bytes back), so it is kept
    from level K - (A_1 + ... + A_a) up, ``_Grid.starts``: one level for
    x_0, a few for the first slots, whose subproblems are the most numerous.
-2. Rows that are done. Nothing reverses k+1..b from x_a for less than
-   F[b] - F[a], the cost of the one run (k, b]; at the levels where that run
-   fits, row k is final, so each block of rows tries later phases only below
-   the highest such level among its rows.
+2. Rows that are done. A later phase (c, b] costs at least F[b] - F[a] and
+   what remains, (k, c], at least F[c] - F[a]: so from the level where row k
+   already costs no more than F[b] + F[k+1] - 2 F[a] (say, where its one run
+   fits) row k is final, and each block of rows tries later phases only
+   below the highest such level among its rows.
 3. No masks, float32. ``Q[a][k, t] = R[a][k, k + t]``: the later phases of a
    step add Q[a][k, t] to the phase (k + t, b], read from the step's phases
    padded with inf, so one rectangle per block of rows is exact: what lies
@@ -280,6 +281,7 @@ def _exact_search(g: _Grid, runs=True):
     keep_best = np.full((L + 1, n), INF, dt)       # per k: the best new slot p for the phase (k, b], F[p] added
     rel_best = np.full((L + 1, n), INF, dt)
     pad = np.full((2 * L + 1, n), INF, dt)         # the phases of one step, then inf: read as P[k + t]
+    Fv = np.asarray(F, dtype=dt)
     ar = np.arange(L + 1)
     for b in range(1, L + 1):
         gb = g.grad(b)
@@ -304,15 +306,16 @@ def _exact_search(g: _Grid, runs=True):
             if m > 1:
                 # later phases: (c, b] first, then (k, c] from R[a], for c = k + t > k. Q[a][k, t] is
                 # R[a][k, k + t] and P[k, t - 1] the phase (k + t, b]: past the last phase it is inf, so the
-                # rectangle t < m - r0 of each block of rows is exact without a mask. Row k is final
-                # from the level its one run fits at: nothing costs less than that run
-                # (NOTE [ Exact search ])
+                # rectangle t < m - r0 of each block of rows is exact without a mask. Later phases cost
+                # at least F[b] - F[a] + F[k + 1] - F[a]: from the level where row k costs no more, up,
+                # it is final (NOTE [ Exact search ])
                 pad[:m, :na] = phase
                 rs = pad.strides[0]
                 P = np.ndarray((m - 1, m - 1, na), dt, pad, rs, (rs, rs, pad.strides[1]))   # P[k, j] = pad[k + j + 1]
-                top = run[a, a:b] - oa
+                over = col > Fv[a + 1:b + 1, None] + (F[b] - 2 * F[a])
+                top = np.where(over.any(axis=1), na - over[:, ::-1].argmax(axis=1), 0)
                 for r0, r1 in _blocks(m, na):
-                    h = min(int(top[r0:r1].max()), na)
+                    h = int(top[r0:r1].max())
                     if h > 0:
                         w = m - r0
                         red = (Qa[r0:r1, 1:w, :h] + P[r0:r1, :w - 1, :h]).min(axis=1)
