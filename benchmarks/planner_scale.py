@@ -13,7 +13,7 @@
 4. ``python -m minigrad plan --depth 100 --width 256 --batch 256 --budget 20MB``
    end to end (a subprocess, wall time).
 
-Run:  python benchmarks/planner_scale.py   (about 10 minutes on 2 busy cores)
+Run:  python benchmarks/planner_scale.py   (about 4 minutes on 2 busy cores)
 """
 from __future__ import annotations
 
