@@ -375,15 +375,19 @@ def _exact_actions(g, R, runs):
     get = lambda a, k, b, li: float(R[a][k - a, b - k, li - o[a]]) if o[a] <= li < n else math.inf  # noqa: E731
 
     def choices(a, c, b, li, gb, released=False):
-        """(cost, actions, child) of each way to run the phase (c, b] from x_a at level index li."""
+        """(cost, new slot or None for one run, child) of each way to run the phase (c, b] from x_a at level
+        index li; the actions are built for the one that is taken."""
         need, reach = (g.run_need_released, g.U) if released else (g.run_need, g.T)
         level = lv[li]
         if (runs or c == b - 1) and level >= need(a, c, b, gb):
-            yield F[b] - F[a], _sweep(t, a, c, b, released), None
+            yield F[b] - F[a], None, None
         for p in range(a + 1, c + 1):
             lp = g.down(A[p])[li]
             if level >= reach[a, p] + gb and lp < n:
-                yield F[p] - F[a] + get(p, c, b, lp), _advance_and_keep(t, a, p, released), (p, c, b, lp)
+                yield F[p] - F[a] + get(p, c, b, lp), p, (p, c, b, lp)
+
+    def build(a, c, b, p, released=False):
+        return _sweep(t, a, c, b, released) if p is None else _advance_and_keep(t, a, p, released)
 
     acts, todo = [], [(0, 0, L, n - 1)]
     while todo:
@@ -394,22 +398,24 @@ def _exact_actions(g, R, runs):
         a, k, b, li = item
         target, gb = get(a, k, b, li), g.grad(b)
         found = None
-        for cost, head, child in choices(a, k, b, li, gb):          # one phase covers (k, b]
+        for cost, p, child in choices(a, k, b, li, gb):             # one phase covers (k, b]
             if cost == target:
-                found = ([t["drop"][a]] if a > 0 else [], child, head)
+                found = ([t["drop"][a]] if a > 0 else [], child, build(a, k, b, p))
                 break
         if found is None and 0 < a < k:
             up = g.up(A[a])[li]
-            for cost, head, child in choices(a, k, b, up, gb, released=True):
+            for cost, p, child in choices(a, k, b, up, gb, released=True):
                 if cost == target:
-                    found = ([], child, head)
+                    found = ([], child, build(a, k, b, p, released=True))
                     break
         if found is None:
             for c in range(k + 1, b):
                 rest = get(a, k, c, li)
-                for cost, head, child in choices(a, c, b, li, gb):
+                if rest + (F[b] - F[a]) > target:  # no phase (c, b] costs less than its one run
+                    continue
+                for cost, p, child in choices(a, c, b, li, gb):
                     if cost + rest == target:
-                        found = ((a, k, c, li), child, head)
+                        found = ((a, k, c, li), child, build(a, c, b, p))
                         break
                 if found is not None:
                     break
