@@ -304,11 +304,11 @@ def _exact_search(g: _Grid, runs=True):
                 np.minimum(col[1:], np.where(ok, np.minimum(rel, cost), rel), out=col[1:])
             Qa = Q[a]
             if m > 1:
-                # later phases: (c, b] first, then (k, c] from R[a], for c = k + t > k. Q[a][k, t] is
-                # R[a][k, k + t] and P[k, t - 1] the phase (k + t, b]: past the last phase it is inf, so the
-                # rectangle t < m - r0 of each block of rows is exact without a mask. Later phases cost
-                # at least F[b] - F[a] + F[k + 1] - F[a]: from the level where row k costs no more, up,
-                # it is final (NOTE [ Exact search ])
+                # later phases: (c, b] first, then (k, c] from R[a], for c = k + t > k (k, t counted from
+                # a). Q[a][k, t] is R[a][k, k + t] and P[k, t - 1] the phase (k + t, b]: past the last
+                # phase it is inf, so the rectangle t < m - r0 of each block of rows is exact without a
+                # mask. Later phases cost at least F[b] - F[a] + F[k + 1] - F[a]: from the level where
+                # row k costs no more, up, it is final (NOTE [ Exact search ])
                 pad[:m, :na] = phase
                 rs = pad.strides[0]
                 P = np.ndarray((m - 1, m - 1, na), dt, pad, rs, (rs, rs, pad.strides[1]))   # P[k, j] = pad[k + j + 1]
@@ -321,7 +321,7 @@ def _exact_search(g: _Grid, runs=True):
                         red = (Qa[r0:r1, 1:w, :h] + P[r0:r1, :w - 1, :h]).min(axis=1)
                         np.minimum(col[r0:r1, :h], red, out=col[r0:r1, :h])
                 pad[:m, :na] = INF
-            Qa[ar[:m], m - ar[:m]] = col
+            Qa[ar[:m], m - ar[:m]] = col              # R[a][:, b]: the diagonal k + t = m of Q[a]
             if a > 0:                              # x_a as a new slot for starts a - 1 and below
                 j = o[a - 1]                       # the lowest level they ask for
                 S = col[:, slot_at[a]] + slot_add[a]
