@@ -172,12 +172,73 @@ def test_nested_search_is_optimal_over_its_family_by_exhaustive_search(seed):
 
 
 def test_long_chains_fall_back_to_the_nested_search():
-    L = 60
+    # x_1 takes 300 of the 700 bytes, so every start from x_2 on is asked for at 400 levels or more:
+    # about L^3 / 6 vectors of them would not fit in EXACT_BYTES
+    L = 80
+    sizes = [1, 300] + [1] * (L - 1)
+    sched = P.budget(chain(sizes, [0] * (L + 1), [0] + [1] * L), 700)
+    assert sched.note.startswith("nested search") and "the exact search would need" in sched.note
+    assert sched.simulate().peak_bytes <= 700
     ones = [1] * (L + 1)
-    sched = P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), 1000)
-    assert sched.note.startswith("nested search")          # ~L^3/3 vectors of 1000 levels: too many
-    assert sched.simulate().peak_bytes <= 1000
     assert P.budget(chain(ones, [0] * (L + 1), [0] + [1] * L), 12).note.startswith("exact search")
+
+
+def reference_exact(costs, budget, runs=True):
+    """Fewest forward FLOPs by the exact search's recurrence (lesson 07) written plainly: memoised, float64,
+    every level of the grid for every subproblem, none of the planner's windows, pruning or packing."""
+    q, binned, levels, _ = P._grid_for(costs, budget - costs.workspace, P.MAX_LEVELS)
+    g = P._Grid(*binned, costs.flops, levels)
+    A, lv = g.A, g.lv
+    F = np.asarray(g.F, dtype=np.float64)
+    phases, tables = {}, {}
+
+    def phase(a, c, b, released=False):
+        """The phase (c, b] from x_a: one run, or a new slot x_p serving exactly it (released: on levels
+        that count x_a as free)."""
+        if (a, c, b, released) not in phases:
+            gb = g.grad(b)
+            need = (g.run_need_released if released else g.run_need)(a, c, b, gb)
+            best = np.where((runs or c == b - 1) & (lv >= need), F[b] - F[a], np.inf)
+            reach = g.U if released else g.T
+            for p in range(a + 1, c + 1):
+                slot = g.shifted(R(p, c, b), A[p]) + F[p] - F[a]
+                best = np.minimum(best, np.where(lv >= reach[a, p] + gb, slot, np.inf))
+            phases[a, c, b, released] = best
+        return phases[a, c, b, released]
+
+    def R(a, k, b):
+        if (a, k, b) not in tables:
+            best = phase(a, k, b)
+            if 0 < a < k:                         # x_a's last phase, x_a dropped as the sweep leaves it
+                best = np.minimum(best, phase(a, k, b, released=True)[g.up(A[a])])
+            for c in range(k + 1, b):
+                best = np.minimum(best, R(a, k, c) + phase(a, c, b))
+            tables[a, k, b] = best
+        return tables[a, k, b]
+
+    return R(0, 0, g.L)[-1] * g.unit
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_exact_search_equals_its_recurrence_written_plainly(seed):
+    """The exact search's per-start level windows, pruned rows, packed tables and float32 costs change
+    nothing: on random chains of up to 20 layers with every term of the model, at budgets from the
+    minimum to 4x it, with and without runs, its plan costs what the plain recurrence says (and fits)."""
+    rng = np.random.default_rng(100 + seed)
+    L = int(rng.integers(8, 21))
+    c = random_costs(rng, L)
+    if seed % 2:                                   # activations of 4 sizes: many levels, windows that differ
+        c["sizes"] = [64 * int(v) for v in rng.choice([1, 2, 4, 8], L + 1)]
+        c["back"] = [0] + [c["sizes"][i - 1] + 64 * int(rng.integers(0, 3)) for i in range(1, L + 1)]
+    if seed % 3 == 0:                              # FLOPs too large for float32 tables
+        c["flops"] = [0] + [int(v) for v in rng.integers(10**5, 10**6, L)]
+    costs = as_costs(c)
+    lo = P.minimum_budget(costs)
+    for budget in (lo, int(1.3 * lo), 2 * lo, 4 * lo):
+        for runs in (True, False):
+            sim = P.budget(costs, budget, runs=runs, exact=True).simulate()
+            assert sim.peak_bytes <= budget
+            assert sum(c["flops"]) + sim.recompute_flops == reference_exact(costs, budget, runs), (L, budget, runs)
 
 
 def nested_schedules(a, b):

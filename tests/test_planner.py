@@ -11,7 +11,7 @@ import pytest
 
 import minigrad as mg
 from minigrad import cli
-from minigrad.checkpoint import ChainCosts, Strategy, executor, plan, register
+from minigrad.checkpoint import ChainCosts, Strategy, executor, measure_chain, plan, register
 from minigrad.checkpoint import planner as P, schedules as S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ for budget in (low, 2 * low):
 def test_no_table_is_alive_after_planning():
     """Without gc.collect(): what planning allocated is gone when budget() returns, but the schedule."""
     rng = np.random.default_rng(0)
-    L = 40
+    L = 50
     sizes = [int(v) * 64 for v in rng.integers(1, 5, L + 1)]
     costs = ChainCosts(sizes, [0] + [int(v) for v in rng.integers(1, 9, L)])
     budget = 3 * P.minimum_budget(costs)
@@ -96,6 +96,26 @@ print(sched.note.split()[0], sim.layer_forwards)
 """
     out = _python(code, 600)                       # a hang fails here instead of blocking the suite
     assert out.split()[0] in ("exact", "nested", "long-chain") and int(out.split()[1]) >= 300
+
+
+def test_the_exact_search_plans_the_100_layer_heterogeneous_chain():
+    """The chain of benchmarks/planner_scale.py (widths 64..512, Tanh or GELU, batch 64, float64) at twice
+    its minimum: the exact search's tables fit, so it is the one that runs, and it is never worse than the
+    nested search."""
+    rng = np.random.default_rng(0)
+    widths = [int(w) for w in rng.choice([64, 128, 256, 512], 100)]
+    mg.manual_seed(0)
+    layers = []
+    for a, b in zip([64] + widths, widths):
+        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
+        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
+    costs = measure_chain(layers, mg.tensor(rng.standard_normal((64, 64)), requires_grad=True))
+    budget = 2 * P.minimum_budget(costs)
+    exact = P.budget(costs, budget)
+    assert exact.note.startswith("exact search"), exact.note
+    sim = exact.simulate()
+    assert sim.peak_bytes + costs.workspace <= budget
+    assert sim.recompute_flops <= P.budget(costs, budget, exact=False).simulate().recompute_flops
 
 
 def test_revolve_on_8000_layers_has_the_binomial_count():

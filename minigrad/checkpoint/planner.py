@@ -14,22 +14,45 @@ still fit; classic schedules are then rechecked in exact bytes).
 
 NOTE [ Exact search ]
 Optimal over every schedule of the memory model (the tests check it against
-Dijkstra over all action sequences). ``R[a][k, b]``: the cheapest reversal of
-layers k+1..b from slot x_a (k >= a), x_a dropped at its last use. Its phases
-run right to left: a phase reverses b..c+1 either as one run recorded from
-x_c, reached by advancing from x_a, or through a new slot x_p (a < p <= c)
-that serves exactly those layers (``R[p][c, b]``) and is then dropped; x_a may
-be dropped as soon as its last sweep leaves it. Columns b are built left to
-right, starts a right to left, and every k at once: a few NumPy expressions
-per (a, b) over a (k, c, level) block, so Python runs O(L^2) steps and NumPy
-the O(L^4 / 24 · levels) work. The best new slot p for each (c, b) is carried
-from a to a - 1 in O(1) vector steps. Tables: about L^3 / 3 level vectors,
-R[a] in the upper triangle of an array and R[a+1], transposed, in its lower
-one; float32 when every cost is an integer below 2**24 after dividing FLOPs by
-their gcd (then float32 is exact), else float64. Why not fewer: the O(L^3)
-subproblems are needed (a slot may serve any span), and pruning levels or
-refining a coarse grid would give up exactness; what shrinks the work is
-asking only for reachable levels (NOTE [ Levels ]).
+Dijkstra over all action sequences, and against its recurrence written
+plainly). ``R[a][k, b]``: the cheapest reversal of layers k+1..b from slot
+x_a (k >= a), x_a dropped at its last use. Its phases run right to left: a
+phase reverses b..c+1 either as one run recorded from x_c, reached by
+advancing from x_a, or through a new slot x_p (a < p <= c) that serves
+exactly those layers (``R[p][c, b]``) and is then dropped; x_a may be dropped
+as soon as its last sweep leaves it. Columns b are built left to right,
+starts a right to left, every k at once, and the best new slot p for each
+(c, b) is carried from a to a - 1 in O(1) vector steps: Python runs O(L^2)
+steps, NumPy O(L^4 / 24) level vectors of work over O(L^3 / 6) stored ones.
+The O(L^3) subproblems are needed (a slot may serve any span); three things,
+none of which changes a result, make them small enough for L = 100 (on the
+heterogeneous chain of ``benchmarks/planner_scale.py``, 70 MB of tables
+instead of 352 and a fifth of the time; ``benchmarks/RESULTS.md`` section 8):
+1. Per-start levels. R[a] is only asked for at the budget less x_a and some
+   of x_1..x_{a-1} (a slot dropped early gives its bytes back), so it is kept
+   from level K - (A_1 + ... + A_a) up, ``_Grid.starts``: one level for
+   x_0, a few for the first slots, whose subproblems are the most numerous.
+2. Rows that are done. A later phase (c, b] costs at least F[b] - F[a] and
+   what remains, (k, c], at least F[c] - F[a]: so from the level where row k
+   already costs no more than F[b] + F[k+1] - 2 F[a] (say, where its one run
+   fits) row k is final, and each block of rows tries later phases only
+   below the highest such level among its rows.
+3. No masks, float32. ``Q[a][k, t] = R[a][k, k + t]``: the later phases of a
+   step add Q[a][k, t] to the phase (k + t, b], read from the step's phases
+   padded with inf, so one rectangle per block of rows is exact: what lies
+   past the current column (not built yet, or another start's) meets an inf.
+   Two starts share one array (complementary triangles). Costs, in units of
+   the gcd of the FLOPs, are float32 when (L + 1) F[L] < 2**24: by induction
+   over phases a finite R[a][k, b] is at most (b - k)(F[b] - F[a]), a slot's
+   entry F[p] more, so every value that can win is an exact float32 integer
+   and a sum that rounds is above the optimum it competes with.
+Tried and left out (measured at L = 100): merging levels no subproblem tells
+apart (3 of 249), trimming each step to the levels where some later phase is
+finite and its inputs still change (10% less work, more calls than it saves),
+and keeping decisions in small integers instead of costs (later columns read
+every cost of their start again, so the costs stay anyway). At L = 1000 the
+tables would still hold about 4e10 level entries, so long chains go to the
+searches below.
 
 NOTE [ Long chains ]
 The nested search keeps O(L^2) level vectors and does O(L^3) work: every slot
@@ -46,6 +69,7 @@ exact search are measured in ``benchmarks/planner_scale.py``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -143,8 +167,9 @@ class _Grid:
         self.L, self.A, self.G, self.lv, self.n = L, A, G, levels, len(levels)
         g = _gcd(flops[1:]) if any(flops[1:]) else 1
         F = np.concatenate([[0], np.cumsum(np.asarray(flops[1:], dtype=np.int64) // g)])
-        # float32 is exact for integers below 2**24; every finite value is at most 4 (L + 1) F[L]
-        self.dtype = np.float32 if 4 * (L + 1) * int(F[-1]) < 2**24 else np.float64
+        # float32 is exact for integers below 2**24: a finite cost is at most L F[L] and a slot's entry
+        # F[p] more (NOTE [ Exact search ]); a sum that rounds is above every optimum, so it never wins
+        self.dtype = np.float32 if (L + 1) * int(F[-1]) < 2**24 else np.float64
         self.F, self.unit = F.astype(self.dtype).tolist(), g
         An, En, In, Bn, Gn = (np.asarray(v, dtype=np.int64) for v in (A, E, I, B, G))
         j = np.arange(L + 1)
@@ -175,9 +200,26 @@ class _Grid:
         return np.maximum(self.T[a, c] + g,
                           np.asarray(self.A)[c] * (c != a) + np.maximum(self.Rrev[c, b], self.Rrec[c, b] + g))
 
+    def run_from(self, b, runs=True):
+        """(b, b) level indices from which the run (k, b] fits from x_a, at [a, k]: kept, and dropped as the
+        sweep leaves it (k > a); n where it never fits (and for k < b - 1 without ``runs``)."""
+        g = self.grad(b)
+        base = np.maximum(self.Rrev[:b, b], self.Rrec[:b, b] + g)
+        An = np.asarray(self.A[:b])
+        kept = np.maximum(self.T[:b, :b] + g, An + base)
+        kept[np.arange(b), np.arange(b)] = np.maximum(g, base)
+        freed = np.maximum(self.U[:b, :b] + g, An + base)
+        if not runs:
+            kept[:, :b - 1] = freed[:, :b - 1] = self.lv[-1] + 1
+        return np.searchsorted(self.lv, kept), np.searchsorted(self.lv, freed)
+
     def run_need_released(self, a, c, b, g):
         """The same with x_a dropped once the sweep leaves it (c > a), on levels that count x_a as free."""
         return np.maximum(self.U[a, c] + g, np.asarray(self.A)[c] + np.maximum(self.Rrev[c, b], self.Rrec[c, b] + g))
+
+    def starts(self):
+        """o[a]: the index of the lowest level R[a] is asked for, the budget less x_1..x_a (NOTE [ Exact search ])."""
+        return np.searchsorted(self.lv, self.lv[-1] - np.concatenate([[0], np.cumsum(self.A[1:])])).tolist()
 
     def down(self, w):
         """Index of level - w for every level (n, meaning none, where it is below 0)."""
@@ -225,101 +267,127 @@ def _advance_and_keep(t, a, p, drop=False):
 
 def _exact_search(g: _Grid, runs=True):
     """The cheapest schedule in the memory model, over every schedule (NOTE [ Exact search ])."""
-    L, n, A, F, dt = g.L, g.n, g.A, g.F, g.dtype
-    lv = g.lv
+    L, n, A, F, dt, lv = g.L, g.n, g.A, g.F, g.dtype, g.lv
+    o = g.starts()
     INF = np.inf
-    R = _exact_tables(L, n, dt)
-    tri = np.where(np.arange(L)[:, None] > np.arange(L)[None, :], INF, 0).astype(dt)[:, :, None]
+    Q = _exact_tables(L, n, dt, o)
+    Z = np.where(np.arange(n)[None, :] >= np.arange(n + 1)[:, None], 0, INF).astype(dt)  # Z[i]: 0 from level i up
+    # x_a as a slot for the starts below it is read at level - A[a]: its index in R[a], and inf where there is none
+    slot_at, slot_add = [None], [None]
+    for a in range(1, L + 1):
+        at = g.down(A[a])[o[a - 1]:] - o[a]
+        slot_at.append(np.minimum(at, n - o[a] - 1))
+        slot_add.append(np.where(at < n - o[a], F[a], INF).astype(dt))
     keep_best = np.full((L + 1, n), INF, dt)       # per k: the best new slot p for the phase (k, b], F[p] added
     rel_best = np.full((L + 1, n), INF, dt)
+    pad = np.full((2 * L + 1, n), INF, dt)         # the phases of one step, then inf: read as P[k + t]
+    Fv = np.asarray(F, dtype=dt)
+    ar = np.arange(L + 1)
     for b in range(1, L + 1):
         gb = g.grad(b)
+        run, run_freed = g.run_from(b, runs)       # run[a, k]: the level index from which the run (k, b] fits
+        keep_from = np.searchsorted(lv, g.T[ar[:b], ar[:b] + 1] + gb)          # advancing x_{a-1} -> x_a fits
+        keep_from2 = np.searchsorted(lv, g.T[ar[:b - 1], ar[:b - 1] + 2] + gb)  # ... -> x_{a+1}
+        rel_from = np.searchsorted(lv, g.U[ar[:b], ar[:b] + 1] + gb)
         keep_best[:] = INF
         rel_best[:] = INF
         for a in range(b - 1, -1, -1):
-            ks = np.arange(a, b)                   # k: the phase (k, b] from x_a
-            run_ok = np.full(b - a, runs)
-            run_ok[-1] = True
-            need = g.run_need(a, ks, b, gb)
-            phase = np.where(run_ok[:, None] & (lv[None, :] >= need[:, None]), dt(F[b] - F[a]), dt(INF))
-            np.minimum(phase, keep_best[a:b] - F[a], out=phase)
-            last = phase
-            if a > 0 and b - a > 1:                # 0 < a < k: x_a may go once its last sweep leaves it
-                rel = rel_best[a + 1:b] - F[a]
-                need = g.run_need_released(a, ks[1:], b, gb)
-                ok = run_ok[1:, None] & (lv[None, :] >= need[:, None])
-                rel = np.where(ok, np.minimum(rel, F[b] - F[a]), rel)
-                last = phase.copy()
-                np.minimum(last[1:], rel[:, g.up(A[a])], out=last[1:])
-            Ra = R[a]
-            m = b - a
-            Ra[:m, m] = last
-            # later phases: (c, b] first, then (k, c] from Ra; only c > k counts, so rows go in
-            # blocks that each skip the columns left of their first row
-            for r0, r1 in _blocks(m):
-                h = r1 - r0
-                if r1 < m:                         # columns right of the block's rows: all c > k
-                    rect = (Ra[r0:r1, r1:m] + phase[None, r1:m]).min(axis=1)
-                    np.minimum(Ra[r0:r1, m], rect, out=Ra[r0:r1, m])
-                if h > 1:                          # the block's own columns: c > k only (tri masks the rest)
-                    diag = (Ra[r0:r1, r0 + 1:r1] + phase[None, r0 + 1:r1] + tri[:h, :h - 1]).min(axis=1)
-                    np.minimum(Ra[r0:r1, m], diag, out=Ra[r0:r1, m])
+            oa, m, na = o[a], b - a, n - o[a]
+            cost = dt(F[b] - F[a])
+            phase = Z[:, oa:][run[a, a:b]] + cost  # the phase (k, b] as one run, for each k
+            np.minimum(phase, keep_best[a:b, oa:] - F[a], out=phase)
+            col = phase.copy()
+            if a > 0 and m > 1:                    # 0 < a < k: x_a may go once its last sweep leaves it
+                freed = g.up(A[a])[oa:]            # the same phase with x_a's bytes free again
+                rel = rel_best[a + 1:b][:, freed] - F[a]
+                ok = freed[None, :] >= run_freed[a, a + 1:b, None]
+                np.minimum(col[1:], np.where(ok, np.minimum(rel, cost), rel), out=col[1:])
+            Qa = Q[a]
+            if m > 1:
+                # later phases: (c, b] first, then (k, c] from R[a], for c = k + t > k (k, t counted from
+                # a). Q[a][k, t] is R[a][k, k + t] and P[k, t - 1] the phase (k + t, b]: past the last
+                # phase it is inf, so the rectangle t < m - r0 of each block of rows is exact without a
+                # mask. Later phases cost at least F[b] - F[a] + F[k + 1] - F[a]: from the level where
+                # row k costs no more, up, it is final (NOTE [ Exact search ])
+                pad[:m, :na] = phase
+                rs = pad.strides[0]
+                P = np.ndarray((m - 1, m - 1, na), dt, pad, rs, (rs, rs, pad.strides[1]))   # P[k, j] = pad[k + j + 1]
+                over = col > Fv[a + 1:b + 1, None] + (F[b] - 2 * F[a])
+                top = np.where(over.any(axis=1), na - over[:, ::-1].argmax(axis=1), 0)
+                for r0, r1 in _blocks(m, na):
+                    h = int(top[r0:r1].max())
+                    if h > 0:
+                        w = m - r0
+                        red = (Qa[r0:r1, 1:w, :h] + P[r0:r1, :w - 1, :h]).min(axis=1)
+                        np.minimum(col[r0:r1, :h], red, out=col[r0:r1, :h])
+                pad[:m, :na] = INF
+            Qa[ar[:m], m - ar[:m]] = col              # R[a][:, b]: the diagonal k + t = m of Q[a]
             if a > 0:                              # x_a as a new slot for starts a - 1 and below
-                S = g.shifted(Ra[:m, m], A[a]) + F[a]
-                keep_best[a:b] += np.where(lv >= g.T[a - 1, a + 1] + gb, 0, INF).astype(dt)
-                np.minimum(keep_best[a:b], S + np.where(lv >= g.T[a - 1, a] + gb, 0, INF).astype(dt),
-                           out=keep_best[a:b])
-                np.minimum(rel_best[a:b], S, out=rel_best[a:b])
-                rel_best[a:b] += np.where(lv >= g.U[a - 1, a] + gb, 0, INF).astype(dt)
-    if not np.isfinite(R[0][0, L, n - 1]):
+                j = o[a - 1]                       # the lowest level they ask for
+                S = col[:, slot_at[a]] + slot_add[a]
+                kb, rb = keep_best[a:b, j:], rel_best[a:b, j:]
+                kb += Z[keep_from2[a - 1], j:]
+                np.minimum(kb, S + Z[keep_from[a - 1], j:], out=kb)
+                np.minimum(rb, S, out=rb)
+                rb += Z[rel_from[a - 1], j:]
+    if not np.isfinite(Q[0][0, L, -1]):
         raise ScheduleError("budget planner: no schedule fits this budget")  # pragma: no cover (checked before)
-    return _exact_actions(g, R, runs)
+    return _exact_actions(g, Q, runs)
 
 
-def _blocks(m):
-    """Row blocks [r0, r1) covering rows 0..m-2 of an upper triangle: more blocks as it grows, so little
-    of the lower triangle is touched (and what is, is masked)."""
-    if m < 2:
-        return ()
-    parts = 1 if m < 24 else 4 if m < 64 else 8
+BLOCK_WORK = 0.01    # row blocks per step, per row and sqrt(level): NumPy calls against rectangle wasted (measured)
+
+
+@functools.lru_cache(maxsize=4096)
+def _blocks(m, levels):
+    """Row blocks [r0, r1) covering rows 0..m-2: block rows k need t < m - r0 of the rectangle, so more
+    blocks waste less of it, and cost one NumPy call each; more where the vectors are long."""
+    parts = max(1, min(m // 2, 16, round(m * math.sqrt(levels) * BLOCK_WORK)))
     cuts = sorted({round(j * (m - 1) / parts) for j in range(parts + 1)})
     return tuple(zip(cuts, cuts[1:]))
 
 
-def _exact_tables(L, n, dt):
-    """R[a] for a = 0..L, an (L+1-a)-square of level vectors of which only k < b is used: R[a] takes the
-    upper triangle of one array and R[a+1], transposed, its lower one, so two tables share the memory."""
-    R = []
-    for a in range(0, L + 1, 2):
-        m = L + 1 - a
-        pair = np.full((m, m, n), np.inf, dt)
-        R.append(pair)
-        if a + 1 <= L:                            # R[a+1][k', b'] lives at pair[b' + 1, k']
-            R.append(pair.transpose(1, 0, 2)[:m - 1, 1:])
-    return R
+def _exact_tables(L, n, dt, o):
+    """Q[a][k, t] = R[a][a + k, a + k + t] over levels o[a]..n-1 for k + t <= L - a (a triangle) in an
+    (L-a) x (L-a+2) array: Q[a+1] takes the other triangle of the same array, both axes reversed, so two
+    tables share the memory (the pair holds Q[a+1]'s levels, which include Q[a]'s)."""
+    Q = []
+    for a in range(0, L, 2):
+        N = L - a
+        lo = o[a + 1]
+        pair = np.full((N, N + 2, n - lo), np.inf, dt)
+        Q.append(pair[:, :, o[a] - lo:])
+        if a + 1 < L:                             # Q[a+1][k, t] lives at pair[N - 1 - k, N + 1 - t]
+            Q.append(pair[N - 1::-1, N + 1::-1])
+    return Q
 
 
-def exact_table_bytes(L, n, itemsize):
-    """What the exact search's tables take."""
-    return sum((L + 1 - a) ** 2 for a in range(0, L + 1, 2)) * n * itemsize
+def exact_table_bytes(L, n, itemsize, o):
+    """What the exact search's tables take (R[a] on levels o[a]..n-1)."""
+    return sum((L - a) * (L - a + 2) * (n - o[a + 1]) for a in range(0, L, 2)) * itemsize
 
 
 def _exact_actions(g, R, runs):
     """Rebuild the schedule behind R[0][0, L] at the top level, with an explicit stack (no closures)."""
     L, n, A, F, lv = g.L, g.n, g.A, g.F, g.lv
     t = _table(L)
-    get = lambda a, k, b, li: float(R[a][k - a, b - a, li]) if li < n else math.inf  # noqa: E731
+    o = g.starts()
+    get = lambda a, k, b, li: float(R[a][k - a, b - k, li - o[a]]) if o[a] <= li < n else math.inf  # noqa: E731
 
     def choices(a, c, b, li, gb, released=False):
-        """(cost, actions, child) of each way to run the phase (c, b] from x_a at level index li."""
+        """(cost, new slot or None for one run, child) of each way to run the phase (c, b] from x_a at level
+        index li; the actions are built for the one that is taken."""
         need, reach = (g.run_need_released, g.U) if released else (g.run_need, g.T)
         level = lv[li]
         if (runs or c == b - 1) and level >= need(a, c, b, gb):
-            yield F[b] - F[a], _sweep(t, a, c, b, released), None
+            yield F[b] - F[a], None, None
         for p in range(a + 1, c + 1):
             lp = g.down(A[p])[li]
             if level >= reach[a, p] + gb and lp < n:
-                yield F[p] - F[a] + get(p, c, b, lp), _advance_and_keep(t, a, p, released), (p, c, b, lp)
+                yield F[p] - F[a] + get(p, c, b, lp), p, (p, c, b, lp)
+
+    def build(a, c, b, p, released=False):
+        return _sweep(t, a, c, b, released) if p is None else _advance_and_keep(t, a, p, released)
 
     acts, todo = [], [(0, 0, L, n - 1)]
     while todo:
@@ -330,22 +398,24 @@ def _exact_actions(g, R, runs):
         a, k, b, li = item
         target, gb = get(a, k, b, li), g.grad(b)
         found = None
-        for cost, head, child in choices(a, k, b, li, gb):          # one phase covers (k, b]
+        for cost, p, child in choices(a, k, b, li, gb):             # one phase covers (k, b]
             if cost == target:
-                found = ([t["drop"][a]] if a > 0 else [], child, head)
+                found = ([t["drop"][a]] if a > 0 else [], child, build(a, k, b, p))
                 break
         if found is None and 0 < a < k:
             up = g.up(A[a])[li]
-            for cost, head, child in choices(a, k, b, up, gb, released=True):
+            for cost, p, child in choices(a, k, b, up, gb, released=True):
                 if cost == target:
-                    found = ([], child, head)
+                    found = ([], child, build(a, k, b, p, released=True))
                     break
         if found is None:
             for c in range(k + 1, b):
                 rest = get(a, k, c, li)
-                for cost, head, child in choices(a, c, b, li, gb):
+                if rest + (F[b] - F[a]) > target:  # no phase (c, b] costs less than its one run
+                    continue
+                for cost, p, child in choices(a, c, b, li, gb):
                     if cost + rest == target:
-                        found = ((a, k, c, li), child, head)
+                        found = ((a, k, c, li), child, build(a, c, b, p))
                         break
                 if found is not None:
                     break
@@ -529,7 +599,7 @@ def budget(costs: ChainCosts, budget_bytes: int, runs=True, exact=None, max_leve
     q, binned, levels, coarse = _grid_for(costs, limit, max_levels)
     grid = _Grid(*binned, costs.flops, levels)
     item = np.dtype(grid.dtype).itemsize
-    exact_bytes = exact_table_bytes(L, grid.n, item)
+    exact_bytes = exact_table_bytes(L, grid.n, item, grid.starts())
     why = ""
     if exact is None:
         exact = exact_bytes <= EXACT_BYTES
