@@ -29,8 +29,9 @@ Note [Dynamic rematerialization]
    of the op running now, an array a backward step is reading, a view.
 4. The cap is kept *before* allocations, with a reserve: after each op the
    region evicts until the counted bytes plus what the next op will allocate
-   fit the budget (the next op's bytes in the previous step, while the step
-   repeats; else the most one op has allocated so far); before a backward
+   fit the budget (what the count grew by up to the next op in the previous
+   step, arrays made between ops included, while the step repeats; else the
+   most it has grown by at one op so far); before a backward
    step reads its saved arrays, until the gradients it will make fit too;
    before a replay, until all the replay allocates fits. So in steady state
    (a step seen once) the profiler's peak stays within the budget, unless
@@ -275,7 +276,9 @@ class Dynamic:
         self._floor = 0                # live bytes that are not the step's (Note 2)
         self._in_step = False
         self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
-        self._allocs: list = []        # (op class, bytes it allocated, counted after it, output bytes) per op
+        self._allocs: list = []        # (op class, bytes it allocated, counted after it, output bytes,
+                                       #  growth of the count since the op before settled) per op
+        self._settled = 0              # the count after the last op made room for the next
         self._prev: list = []          # the same for the previous step
         self._fast = False             # this step repeats one that needed no eviction (Note 8)
         self._k = 0                    # ops of this step seen while fast
@@ -472,7 +475,7 @@ class Dynamic:
             prev, k = self._prev, self._k
             if k >= len(prev):
                 k = 0                  # the step ran all its ops: this one begins the next
-            cls, new, then, out = prev[k]
+            cls, new, then, out, _ = prev[k]
             if cls is event.fn_cls and sum([o._data.nbytes for o in event.outputs]) == out:
                 if not k:
                     self._floor = profiler.live_bytes() - new
@@ -567,18 +570,22 @@ class Dynamic:
         if not self._in_step:          # a step begins (Note 2): what is live besides this op is not its
             self._in_step, self._calm = True, True
             self._floor = profiler.live_bytes() - new
-        if new > self._reserve:
-            self._reserve = new
         allocs, prev = self._allocs, self._prev
         k = len(allocs)
         counted = self._check()
-        allocs.append((event.fn_cls, new, counted, sum([o._data.nbytes for o in event.outputs])))
-        # what the next op allocates: as in the previous step while this one repeats it
+        # what the count grew by since the last op settled: the op's own arrays and whatever the code
+        # between the two ops made (a constant wrapped as a tensor)
+        grow = max(new, counted - self._settled) if k else new
+        if grow > self._reserve:
+            self._reserve = grow
+        allocs.append((event.fn_cls, new, counted, sum([o._data.nbytes for o in event.outputs]), grow))
+        # room for what comes next: as in the previous step while this one repeats it
         p = prev[k] if k + 1 < len(prev) else None
-        ahead = prev[k + 1][1] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
+        ahead = prev[k + 1][4] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
         self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, counted))
         if counted + ahead > self.budget:
             self._make_room(ahead, event.fn_cls.__name__, must=0)
+        self._settled = self.counted_bytes
 
     # --- eviction ------------------------------------------------------------------------
     def _make_room(self, need, what, must):
