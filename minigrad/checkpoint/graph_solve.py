@@ -42,6 +42,8 @@ from .graph import O, X, Graph, GraphPlan, Model
 from .schedules import parse_bytes
 
 METHODS = ("optimal", "lp", "greedy", "articulation", "none")
+LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as fractions of the budget
+DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
 
 
 class _Program:
@@ -59,6 +61,13 @@ class _Program:
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
+        self.K = {}                      # (stage, anchor object, path) -> column of a covering variable
+        for v, anchor, path in self._chains(m):
+            for s, w in enumerate(m.stages):
+                if v > w:
+                    break
+                self.K[s, anchor, path] = cols
+                cols += 1
         self.bcol = cols if min_budget else None
         self.ncols = cols + (1 if min_budget else 0)
         rows, cidx, vals, lo, hi = [], [], [], [], []
@@ -100,6 +109,14 @@ class _Program:
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
             self.mem_rows.append((add(e, -np.inf, 0.0), m.bwd_const[s]))
+        for (s, anchor, path), k in self.K.items():       # the covering cuts of the Note
+            add([(k, 1.0)] + [(c, -1.0) for o in (anchor,) + tuple(O(u) for u in path) for c in self._present(s, o)],
+                -np.inf, 0.0)
+            add([(k, 1.0)] + [(c, -1.0) for c in self._present(s, anchor)], 0.0, np.inf)
+            nxt = self.K.get((s + 1, anchor, path))
+            if nxt is not None:
+                last = self.R[s + 1].get(path[-1])
+                add([(k, 1.0), (nxt, -1.0)] + ([(last, 1.0)] if last is not None else []), 0.0, np.inf)
         S0 = self.S[0] if m.stages else {}
         for j in range(m.n):
             e = [(S0[o], m.size[o] / unit) for o in m.freeable[j] if o in S0]
@@ -125,15 +142,48 @@ class _Program:
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
 
-    def solve(self, budget, integral=True, time_limit=60.0):
-        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found."""
-        from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
+    @staticmethod
+    def _chains(m):
+        """(node, anchor object, input path) for each covering cut: paths of up to DEPTH non-held-by-caller inputs."""
+        out = []
+        for v in range(m.n):
+            if m.view[v] or v in m.outputs:
+                continue
+            anchors = [O(v)] + ([X(v)] if m.size[X(v)] else [])
+            todo = [(v, ())] if DEPTH else []
+            while todo:
+                u, path = todo.pop()
+                for x in m.inputs[u]:
+                    if O(x) in m.always or x in path:
+                        continue
+                    p = path + (x,)
+                    out.extend((v, a, p) for a in anchors if (v, a, p) not in out)
+                    if len(p) < DEPTH:
+                        todo.append((x, p))
+        return out
 
-        hi = self.hi.copy()
+    def _present(self, s, o):
+        """Columns whose sum is 1 when object o is there at stage s (held, or made by a re-run)."""
+        cols = [self.S[s][o]] if o in self.S[s] else []
+        return cols + ([self.R[s][o // 2]] if o // 2 in self.R[s] else [])
+
+    def solve(self, budget, integral=True, time_limit=60.0, cutoff=None):
+        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
+
+        ``cutoff``: look only for plans of fewer recompute FLOPs (a row on the
+        objective); "infeasible" then means no plan is cheaper.
+        """
+        from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
+        from scipy.sparse import csr_array, vstack  # noqa: PLC0415
+
+        A, lo, hi = self.A, self.lo, self.hi.copy()
         for row, const in self.mem_rows:
             hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
+        if cutoff is not None:
+            A = vstack([A, csr_array(self.c.reshape(1, -1))]).tocsr()
+            lo, hi = np.append(lo, -np.inf), np.append(hi, cutoff)
         lb = np.zeros(self.ncols)
-        res = milp(self.c, constraints=LinearConstraint(self.A, self.lo, hi),
+        res = milp(self.c, constraints=LinearConstraint(A, lo, hi),
                    integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
                    options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
         res.R = None
@@ -192,70 +242,107 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
+    """The MILP, told the cost of the best plan known before it starts (the LP's rounding, the baselines).
+
+    HiGHS then searches only for cheaper plans: "infeasible" proves the known
+    plan optimal, and a bound reached at the time limit bounds every plan up
+    to the known cost.
+    """
     t0 = time.perf_counter()
     p = _Program(m)
-    res = p.solve(budget, integral=True, time_limit=time_limit)
-    if res.R is None:
+    known, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    lp = p.solve(budget, integral=False, time_limit=time_limit / 4)
+    lp_lower = 0
+    if lp.status == 2:
         raise _below_minimum(m, budget, "optimal", time_limit)
-    proven = res.status == 0
-    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
-    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
-        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-        if base is not None and _cost(m, base) < _cost(m, res.R):
-            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
-    cost = m.simulate(res.R)[3]
+    if lp.x is not None:
+        lp_lower = _ceil(lp.fun)
+        R, _ = _rounded(m, lp, budget)
+        if R is not None and (known is None or _cost(m, R) < _cost(m, known)):
+            known, label = R, "the LP's rounding"
+    left = max(0.1, time_limit - (time.perf_counter() - t0))
+    res = p.solve(budget, integral=True, time_limit=left, cutoff=None if known is None else _cost(m, known) - 0.5)
+    if res.R is not None:
+        R, proven, note = res.R, res.status == 0, "MILP solved by HiGHS"
+        if abs(res.fun - _cost(m, R)) > 0.5:
+            raise ScheduleError(f"solve: the MILP's objective {res.fun:,.1f} differs from its plan's recompute "
+                                f"FLOPs {_cost(m, R):,}; this is a bug in graph_solve.py, please report it")
+    elif known is not None:
+        R, proven = known, res.status == 2
+        note = f"MILP solved by HiGHS: no plan is cheaper than {label}'s" if proven else \
+            f"MILP by HiGHS found nothing cheaper than {label}'s plan"
+    else:
+        raise _below_minimum(m, budget, "optimal", time_limit)
+    if not proven:
+        note += f" (time limit {time_limit:g} s reached: not proven)"
+    cost = _cost(m, R)
     bound = getattr(res, "mip_dual_bound", None)
-    lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
-    return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
+    lower = cost if proven else max(lp_lower, _ceil(bound) if bound is not None and math.isfinite(bound) else 0)
+    return R, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
-def _solve_lp(m, budget, time_limit):
-    """The LP relaxation (a lower bound) and Checkmate's two-phase rounding: round S, then derive R.
+def _ceil(x):
+    """A bound from HiGHS as integer FLOPs (the objective's coefficients are integers), less its tolerance."""
+    return max(0, int(math.ceil(x - 1e-6 * max(1.0, abs(x)))))
+
+
+def _rounded(m, res, budget):
+    """Checkmate's two-phase rounding of one LP solution: the cheapest fitting candidate, as (R, threshold).
 
     Candidates: R rounded at several thresholds (holding then follows), S
     rounded likewise (held at every stage, or only the forward's kept set),
-    nodes the LP seldom recomputes kept, and the
-    baselines' keep sets; the cheapest that fits wins. While none is within
-    10% of the bound, the LP is solved again with a tighter budget (room for
-    the rounding, as Checkmate does), up to three times.
+    and the nodes the LP seldom recomputes kept.
+    """
+    best, how = None, None
+    again = {}                                   # how often the LP recomputes each node, in total
+    for R in res.Rfrac:
+        for v, x in R.items():
+            again[v] = again.get(v, 0.0) + x
+    for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
+        rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
+        seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
+        recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
+        for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
+                  m.on_demand(seldom)):
+            try:
+                sim = m.simulate(R)
+            except ScheduleError:       # a rounded R that would have to hold a view
+                continue
+            if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
+                best, how = R, theta
+    return best, how
+
+
+def _solve_lp(m, budget, time_limit):
+    """The LP relaxation (a lower bound) and Checkmate's two-phase rounding (``_rounded``).
+
+    While the rounded plan is not within 10% of the bound, the LP is solved
+    again with a tighter budget (room for the rounding, as Checkmate does, in
+    the steps of ``LP_SCALES``); the baselines' keep sets compete too. When the LP does not
+    finish within the time limit, the best baseline plan is returned with no
+    bound (0).
     """
     t0 = time.perf_counter()
     p = _Program(m)
     res = p.solve(budget, integral=False, time_limit=time_limit)
-    if res.x is None:
+    if res.status == 2 or (res.x is None and res.status != 1):
         raise _below_minimum(m, budget, "lp", time_limit)
-    lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
-    best, how = None, ""
-    tries, scale = 0, 1.0
-    while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
-        again = {}                                   # how often the LP recomputes each node, in total
-        for R in res.Rfrac:
-            for v, x in R.items():
-                again[v] = again.get(v, 0.0) + x
-        for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
-            rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
-            seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
-            recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
-            for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
-                      m.on_demand(seldom)):
-                try:
-                    sim = m.simulate(R)
-                except ScheduleError:       # a rounded R that would have to hold a view
-                    continue
-                if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
-                    best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
-        tries += 1
-        if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
+    lower = _ceil(res.fun) if res.x is not None else 0
+    best, how = None, "the LP did not finish within the time limit" if res.x is None else ""
+    for k, scale in enumerate(LP_SCALES):
+        if k:      # Checkmate's trick: a tighter LP budget leaves the rounding some room
+            if (best is not None and _cost(m, best) <= 1.1 * lower) or time.perf_counter() - t0 > time_limit / 2:
+                break
+            res = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+        if res.x is None:
             break
-        scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
-        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
-        if res2.x is None:
-            break
-        res = res2
+        R, theta = _rounded(m, res, budget)
+        if R is not None and (best is None or _cost(m, R) < _cost(m, best)):
+            best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
     # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
     base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
     if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
-        best, how = base, f"a baseline keep set was cheaper: {label}"
+        best, how = base, (how + "; " if how else "") + f"a baseline keep set was cheaper: {label}"
     if best is None:
         raise _below_minimum(m, budget, "lp", time_limit)
     cost = _cost(m, best)
