@@ -167,11 +167,13 @@ class _Program:
         cols = [self.S[s][o]] if o in self.S[s] else []
         return cols + ([self.R[s][o // 2]] if o // 2 in self.R[s] else [])
 
-    def solve(self, budget, integral=True, time_limit=60.0, cutoff=None):
+    def solve(self, budget, integral=True, time_limit=60.0, cutoff=None, only=None):
         """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
 
         ``cutoff``: look only for plans of fewer recompute FLOPs (a row on the
-        objective); "infeasible" then means no plan is cheaper.
+        objective); "infeasible" then means no plan is cheaper. ``only``: an
+        LP solution whose zero re-runs are fixed at zero (a small MILP around
+        the relaxation, to round it).
         """
         from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
         from scipy.sparse import csr_array, vstack  # noqa: PLC0415
@@ -182,9 +184,11 @@ class _Program:
         if cutoff is not None:
             A = vstack([A, csr_array(self.c.reshape(1, -1))]).tocsr()
             lo, hi = np.append(lo, -np.inf), np.append(hi, cutoff)
-        lb = np.zeros(self.ncols)
+        lb, ub = np.zeros(self.ncols), self.ub
+        if only is not None:
+            ub = np.where((self.c > 0) & (only.x <= 1e-6), 0.0, ub)
         res = milp(self.c, constraints=LinearConstraint(A, lo, hi),
-                   integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
+                   integrality=self.integrality if integral else None, bounds=Bounds(lb, ub),
                    options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
         res.R = None
         res.Sval = None
@@ -250,16 +254,7 @@ def _solve_optimal(m, budget, time_limit):
     """
     t0 = time.perf_counter()
     p = _Program(m)
-    known, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-    lp = p.solve(budget, integral=False, time_limit=time_limit / 4)
-    lp_lower = 0
-    if lp.status == 2:
-        raise _below_minimum(m, budget, "optimal", time_limit)
-    if lp.x is not None:
-        lp_lower = _ceil(lp.fun)
-        R, _ = _rounded(m, lp, budget)
-        if R is not None and (known is None or _cost(m, R) < _cost(m, known)):
-            known, label = R, "the LP's rounding"
+    known, lp_lower, label = _lp_plan(m, p, budget, time_limit / 4, "optimal")
     left = max(0.1, time_limit - (time.perf_counter() - t0))
     res = p.solve(budget, integral=True, time_limit=left, cutoff=None if known is None else _cost(m, known) - 0.5)
     if res.R is not None:
@@ -269,8 +264,8 @@ def _solve_optimal(m, budget, time_limit):
                                 f"FLOPs {_cost(m, R):,}; this is a bug in graph_solve.py, please report it")
     elif known is not None:
         R, proven = known, res.status == 2
-        note = f"MILP solved by HiGHS: no plan is cheaper than {label}'s" if proven else \
-            f"MILP by HiGHS found nothing cheaper than {label}'s plan"
+        note = f"MILP solved by HiGHS: no plan is cheaper than the LP rounding's ({label})" if proven else \
+            f"MILP by HiGHS found nothing cheaper than the LP rounding's plan ({label})"
     else:
         raise _below_minimum(m, budget, "optimal", time_limit)
     if not proven:
@@ -286,14 +281,20 @@ def _ceil(x):
     return max(0, int(math.ceil(x - 1e-6 * max(1.0, abs(x)))))
 
 
-def _rounded(m, res, budget):
-    """Checkmate's two-phase rounding of one LP solution: the cheapest fitting candidate, as (R, threshold).
+def _rounded(m, res, budget, program=None, time_limit=0.0):
+    """Checkmate's two-phase rounding of one LP solution: the cheapest fitting candidate, as (R, how).
 
     Candidates: R rounded at several thresholds (holding then follows), S
     rounded likewise (held at every stage, or only the forward's kept set),
-    and the nodes the LP seldom recomputes kept.
+    and the nodes the LP seldom recomputes kept; given a ``program`` and time,
+    also the MILP restricted to the re-runs the LP uses (HiGHS, a small program).
     """
     best, how = None, None
+    if program is not None and time_limit > 0:
+        small = program.solve(budget, integral=True, time_limit=time_limit, only=res)
+        if small.R is not None and m.simulate(small.R)[0] <= budget:
+            best, how = small.R, "the MILP over the LP's re-runs"
+
     again = {}                                   # how often the LP recomputes each node, in total
     for R in res.Rfrac:
         for v, x in R.items():
@@ -309,7 +310,7 @@ def _rounded(m, res, budget):
             except ScheduleError:       # a rounded R that would have to hold a view
                 continue
             if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
-                best, how = R, theta
+                best, how = R, f"threshold {theta}"
     return best, how
 
 
@@ -323,10 +324,18 @@ def _solve_lp(m, budget, time_limit):
     bound (0).
     """
     t0 = time.perf_counter()
-    p = _Program(m)
+    best, lower, how = _lp_plan(m, _Program(m), budget, time_limit, "lp")
+    cost = _cost(m, best)
+    return best, min(lower, cost), cost == lower, f"LP relaxation by HiGHS, two-phase rounding ({how})", \
+        time.perf_counter() - t0
+
+
+def _lp_plan(m, p, budget, time_limit, method):
+    """(plan, LP bound, how it was found); raises when the LP proves no plan fits (or, for "lp", none is found)."""
+    t0 = time.perf_counter()
     res = p.solve(budget, integral=False, time_limit=time_limit)
     if res.status == 2 or (res.x is None and res.status != 1):
-        raise _below_minimum(m, budget, "lp", time_limit)
+        raise _below_minimum(m, budget, method, time_limit)
     lower = _ceil(res.fun) if res.x is not None else 0
     best, how = None, "the LP did not finish within the time limit" if res.x is None else ""
     for k, scale in enumerate(LP_SCALES):
@@ -336,18 +345,17 @@ def _solve_lp(m, budget, time_limit):
             res = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
         if res.x is None:
             break
-        R, theta = _rounded(m, res, budget)
+        left = time_limit - (time.perf_counter() - t0)
+        R, way = _rounded(m, res, budget, p, min(left / 4, time_limit / 8))
         if R is not None and (best is None or _cost(m, R) < _cost(m, best)):
-            best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
+            best, how = R, way + (f", LP budget x{scale:.2f}" if scale < 1 else "")
     # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
     base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
     if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
         best, how = base, (how + "; " if how else "") + f"a baseline keep set was cheaper: {label}"
-    if best is None:
-        raise _below_minimum(m, budget, "lp", time_limit)
-    cost = _cost(m, best)
-    return best, min(lower, cost), cost == lower, f"LP relaxation by HiGHS, two-phase rounding ({how})", \
-        time.perf_counter() - t0
+    if best is None and method == "lp":
+        raise _below_minimum(m, budget, method, time_limit)
+    return best, lower, how
 
 
 def _cost(m, R):
