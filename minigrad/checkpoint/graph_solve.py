@@ -22,13 +22,41 @@ keeps). Constraints:
 * memory:  sum size(o)·S[s,o] + sum (size O(v) + size X(v))·R[s,v] <= budget - const[s], and at each
   forward op j, the kept objects the function has let go of fit too.
 
-Minimise sum flops(v)·R[s,v]. All variables are binary (with S continuous
-the model is the same — a constraint asking S > 0 with R integral asks S = 1
-— but HiGHS proves optimality far sooner when it may branch on S: 1.6 s
-instead of over 60 s on a 40-op graph). The plan is read off R alone
-(``Model.held_for`` holds the least that serves it). The objective has
-integer coefficients, so a bound rounds up to an integer and HiGHS closes
-the gap to zero.
+Covering cuts (``_Program._chains``), with P[s,o] = S[s,o] + R[s,node(o)]
+(o is there at stage s). Alone, the relaxation above is weak: it keeps a
+Linear's output at 3% and re-runs the cheap Tanh after it at 3% at each of
+33 stages, each re-run reading the same 3%; its bound stays near zero (0.23
+MFLOP where the optimum is 27.6 on a 50-op graph). In any plan, if an object
+a of node v (its output, or its residual X(v)) is there at stage s+1, then a
+was held at s, or v re-ran at s+1 — so its input u1 was there at s+1: held at
+s, or u1 re-ran at s+1, and so on up an input path v <- u1 <- ... <- uk. For
+every anchor a and every input path of length <= ``DEPTH``, a variable K[s]
+in [0, 1] with
+
+* K[s] >= P[s,a];
+* K[s] <= P[s,a] + sum_i P[s,O(u_i)];
+* K[s] >= K[s+1] - R[s+1,u_k]
+
+says it: once a is needed, either it or an input on the path is held
+through every earlier stage, or the path's last node re-runs in between.
+Valid for every plan (tested: the LP stays at or below an exhaustive search's
+optimum), and the 3% trick no longer pays: the bound becomes 26.7 MFLOP on
+that graph. Paths of length 2 with one anchor per object (output and residual
+apart) gave the best bound per second of LP.
+
+Minimise sum flops(v)·R[s,v]. R and S are binary (with S continuous the
+model is the same — a constraint asking S > 0 with R integral asks S = 1 —
+but HiGHS branches better on holding). The plan is read off R alone
+(``Model.held_for`` holds the least that serves it); its simulated recompute
+FLOPs equal the objective (``_solve_optimal`` checks it). The objective has
+integer coefficients, so a bound rounds up to an integer.
+
+``"lp"`` solves the relaxation (with the cuts) and rounds it: Checkmate's
+thresholds on R and S, and a small MILP by HiGHS with every re-run the LP
+leaves at zero fixed at zero (``only``); LPs at slightly tighter budgets
+(``LP_SCALES``) give the rounding room. ``"optimal"`` first runs ``"lp"`` in a
+quarter of its time, then the MILP; lp's plan stands when HiGHS's incumbent is
+dearer at the time limit, and the bound is the better of the two.
 """
 from __future__ import annotations
 
