@@ -42,7 +42,8 @@ through every earlier stage, or the path's last node re-runs in between.
 Valid for every plan (tested: the LP stays at or below an exhaustive search's
 optimum), and the 3% trick no longer pays: the bound becomes 26.7 MFLOP on
 that graph. Paths of length 2 with one anchor per object (output and residual
-apart) gave the best bound per second of LP.
+apart) gave the best bound per second of LP up to ``DEPTH_OPS`` ops; above,
+the LP with them takes most of a minute, so paths stop at length 1.
 
 Minimise sum flops(v)·R[s,v]. R and S are binary (with S continuous the
 model is the same — a constraint asking S > 0 with R integral asks S = 1 —
@@ -72,6 +73,7 @@ from .schedules import parse_bytes
 METHODS = ("optimal", "lp", "greedy", "articulation", "none")
 LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as fractions of the budget
 DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
+DEPTH_OPS = 150    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
 
 
 class _Program:
@@ -172,13 +174,14 @@ class _Program:
 
     @staticmethod
     def _chains(m):
-        """(node, anchor object, input path) for each covering cut: paths of up to DEPTH non-held-by-caller inputs."""
+        """(node, anchor object, input path) for each covering cut: paths of up to ``DEPTH`` inputs the caller does not hold."""
         out = []
+        depth = min(DEPTH, 1) if m.n > DEPTH_OPS else DEPTH
         for v in range(m.n):
             if m.view[v] or v in m.outputs:
                 continue
             anchors = [O(v)] + ([X(v)] if m.size[X(v)] else [])
-            todo = [(v, ())] if DEPTH else []
+            todo = [(v, ())] if depth else []
             while todo:
                 u, path = todo.pop()
                 for x in m.inputs[u]:
@@ -186,7 +189,7 @@ class _Program:
                         continue
                     p = path + (x,)
                     out.extend((v, a, p) for a in anchors if (v, a, p) not in out)
-                    if len(p) < DEPTH:
+                    if len(p) < depth:
                         todo.append((x, p))
         return out
 
