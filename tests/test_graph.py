@@ -6,7 +6,8 @@ from minigrad.checkpoint import planner
 from minigrad.checkpoint.costs import ChainCosts
 from minigrad.checkpoint.graph import O, X, Model
 from minigrad.checkpoint.graph_models import chain, synthetic
-from minigrad.checkpoint.graph_solve import METHODS, minimum_budget, plain_peak, solve
+from minigrad.checkpoint import graph_solve
+from minigrad.checkpoint.graph_solve import METHODS, _Program, minimum_budget, plain_peak, solve
 from minigrad.errors import ScheduleError
 
 # --------------------------------------------------------------------------- exhaustive search in the same model
@@ -98,6 +99,52 @@ def test_milp_equals_exhaustive_search_on_tiny_graphs(seed):
         assert p.optimal
         assert p.cost == want, (budget, p.cost, want)
         assert p.simulate().peak_bytes <= budget
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_relaxation_with_covering_cuts_bounds_the_exhaustive_optimum(seed):
+    # The covering cuts must hold for every plan of the model: the LP they tighten stays below the optimum.
+    g = synthetic(5 + seed % 3, seed=seed, width=(16, 64), batch=4)
+    m = Model(g)
+    p = _Program(m)
+    assert p.K                                       # the graphs have inputs to cover
+    for budget in _budgets(g):
+        lp = p.solve(budget, integral=False)
+        assert lp.status == 0
+        assert lp.fun <= exhaustive_cost(m, budget) + 1e-6 * max(1.0, lp.fun)
+
+
+def test_covering_cuts_tighten_the_relaxation(monkeypatch):
+    g = synthetic(30, seed=30)
+    m = Model(g)
+    lo, hi = minimum_budget(g)[1], plain_peak(g)
+    budget = int(lo + 0.4 * (hi - lo))
+    tight = _Program(m).solve(budget, integral=False).fun
+    monkeypatch.setattr(graph_solve, "DEPTH", 0)
+    p = _Program(m)
+    assert not p.K
+    loose = p.solve(budget, integral=False).fun
+    opt = solve(g, budget, "optimal", time_limit=30)
+    assert opt.optimal
+    assert loose < 0.2 * opt.cost                     # without them the bound is far below the optimum ...
+    assert tight >= 0.9 * opt.cost                    # ... with them it is close
+    assert tight <= opt.cost
+
+
+@pytest.mark.parametrize("n", [10, 20, 30])
+def test_milp_objective_equals_simulated_recompute(n):
+    # The plan read off R is simulated by the model; its FLOPs must be what HiGHS minimised.
+    g = synthetic(n, seed=n)
+    m = Model(g)
+    p = _Program(m)
+    lo, hi = minimum_budget(g)[1], plain_peak(g)
+    for budget in (lo, (lo + hi) // 2, hi):
+        res = p.solve(budget, integral=True, time_limit=30)
+        assert res.status == 0
+        peak, _, _, flops, _ = m.simulate(res.R)
+        assert flops == round(res.fun) and peak <= budget
+        plan = solve(g, budget, "optimal", time_limit=30)
+        assert plan.optimal and plan.cost == flops == plan.simulate().recompute_flops == plan.lower_bound
 
 
 @pytest.mark.parametrize("seed", range(3))

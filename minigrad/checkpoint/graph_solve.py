@@ -22,13 +22,44 @@ keeps). Constraints:
 * memory:  sum size(o)·S[s,o] + sum (size O(v) + size X(v))·R[s,v] <= budget - const[s], and at each
   forward op j, the kept objects the function has let go of fit too.
 
-Minimise sum flops(v)·R[s,v]. All variables are binary (with S continuous
-the model is the same — a constraint asking S > 0 with R integral asks S = 1
-— but HiGHS proves optimality far sooner when it may branch on S: 1.6 s
-instead of over 60 s on a 40-op graph). The plan is read off R alone
-(``Model.held_for`` holds the least that serves it). The objective has
-integer coefficients, so a bound rounds up to an integer and HiGHS closes
-the gap to zero.
+Covering cuts (``_Program._chains``), with P[s,o] = S[s,o] + R[s,node(o)]
+(o is there at stage s). Alone, the relaxation above is weak: it keeps a
+Linear's output at 3% and re-runs the cheap Tanh after it at 3% at each of
+33 stages, each re-run reading the same 3%; its bound stays near zero (0.23
+MFLOP where the optimum is 27.6 on a 50-op graph). In any plan, if an object
+a of node v (its output, or its residual X(v)) is there at stage s+1, then a
+was held at s, or v re-ran at s+1 — so its input u1 was there at s+1: held at
+s, or u1 re-ran at s+1, and so on up an input path v <- u1 <- ... <- uk. For
+every anchor a and every input path of length <= ``DEPTH``, a variable K[s]
+in [0, 1] with
+
+* K[s] >= P[s,a];
+* K[s] <= P[s,a] + sum_i P[s,O(u_i)];
+* K[s] >= K[s+1] - R[s+1,u_k]
+
+says it: once a is needed, either it or an input on the path is held
+through every earlier stage, or the path's last node re-runs in between.
+Valid for every plan (tested: the LP stays at or below an exhaustive search's
+optimum), and the 3% trick no longer pays: the bound becomes 26.7 MFLOP on
+that graph. Paths of length 2 with one anchor per object (output and residual
+apart) gave the best bound per second of LP up to ``DEPTH_OPS`` ops; above,
+the LP with them takes most of a minute, so paths stop at length 1.
+
+Minimise sum flops(v)·R[s,v]. R and S are binary (with S continuous the
+model is the same — a constraint asking S > 0 with R integral asks S = 1 —
+but HiGHS branches better on holding). The plan is read off R alone
+(``Model.held_for`` holds the least that serves it); its simulated recompute
+FLOPs equal the objective (``_solve_optimal`` checks it). The objective has
+integer coefficients, so a bound rounds up to an integer.
+
+``"lp"`` solves the relaxation (with the cuts) and rounds it: Checkmate's
+thresholds on R and S, and a small MILP by HiGHS with every re-run the LP
+leaves at zero fixed at zero (``only``); LPs at slightly tighter budgets
+(``LP_SCALES``) give the rounding room. ``"optimal"`` first runs ``"lp"`` in at
+most half its time (it stops once within 10% of its bound), then the MILP
+with paths of length ``MILP_DEPTH`` (1: its LPs are smaller, and on a 50-op
+graph HiGHS proved the optimum in 37 s where with length 2 it had not in 60 s); lp's plan stands when HiGHS's incumbent is
+dearer at the time limit, and the bound is the better of the two.
 """
 from __future__ import annotations
 
@@ -42,12 +73,16 @@ from .graph import O, X, Graph, GraphPlan, Model
 from .schedules import parse_bytes
 
 METHODS = ("optimal", "lp", "greedy", "articulation", "blocks", "none")
+LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as fractions of the budget
+DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
+DEPTH_OPS = 150    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
+MILP_DEPTH = 1     # paths of "optimal"'s MILP: a smaller program, whose branch and bound goes faster
 
 
 class _Program:
     """The MILP of the Note as sparse arrays, for one graph (the budget is only the right-hand sides)."""
 
-    def __init__(self, model: Model, min_budget=False):
+    def __init__(self, model: Model, min_budget=False, depth=None):
         m = self.model = model
         self.min_budget = min_budget
         self.S, self.R = [], []          # per stage: {object: column}, {node: column}
@@ -59,6 +94,13 @@ class _Program:
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
+        self.K = {}                      # (stage, anchor object, path) -> column of a covering variable
+        for v, anchor, path in self._chains(m, DEPTH if depth is None else depth):
+            for s, w in enumerate(m.stages):
+                if v > w:
+                    break
+                self.K[s, anchor, path] = cols
+                cols += 1
         self.bcol = cols if min_budget else None
         self.ncols = cols + (1 if min_budget else 0)
         rows, cidx, vals, lo, hi = [], [], [], [], []
@@ -100,6 +142,14 @@ class _Program:
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
             self.mem_rows.append((add(e, -np.inf, 0.0), m.bwd_const[s]))
+        for (s, anchor, path), k in self.K.items():       # the covering cuts of the Note
+            add([(k, 1.0)] + [(c, -1.0) for o in (anchor,) + tuple(O(u) for u in path) for c in self._present(s, o)],
+                -np.inf, 0.0)
+            add([(k, 1.0)] + [(c, -1.0) for c in self._present(s, anchor)], 0.0, np.inf)
+            nxt = self.K.get((s + 1, anchor, path))
+            if nxt is not None:
+                last = self.R[s + 1].get(path[-1])
+                add([(k, 1.0), (nxt, -1.0)] + ([(last, 1.0)] if last is not None else []), 0.0, np.inf)
         S0 = self.S[0] if m.stages else {}
         for j in range(m.n):
             e = [(S0[o], m.size[o] / unit) for o in m.freeable[j] if o in S0]
@@ -125,16 +175,48 @@ class _Program:
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
 
-    def solve(self, budget, integral=True, time_limit=60.0):
-        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found."""
+    @staticmethod
+    def _chains(m, depth):
+        """(node, anchor object, input path) for each covering cut: paths of up to ``depth`` inputs the caller does not hold."""
+        out = []
+        depth = min(depth, 1) if m.n > DEPTH_OPS else depth
+        for v in range(m.n):
+            if m.view[v] or v in m.outputs:
+                continue
+            anchors = [O(v)] + ([X(v)] if m.size[X(v)] else [])
+            todo = [(v, ())] if depth else []
+            while todo:
+                u, path = todo.pop()
+                for x in m.inputs[u]:
+                    if O(x) in m.always or x in path:
+                        continue
+                    p = path + (x,)
+                    out.extend((v, a, p) for a in anchors if (v, a, p) not in out)
+                    if len(p) < depth:
+                        todo.append((x, p))
+        return out
+
+    def _present(self, s, o):
+        """Columns whose sum is 1 when object o is there at stage s (held, or made by a re-run)."""
+        cols = [self.S[s][o]] if o in self.S[s] else []
+        return cols + ([self.R[s][o // 2]] if o // 2 in self.R[s] else [])
+
+    def solve(self, budget, integral=True, time_limit=60.0, only=None):
+        """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
+
+        ``only``: an LP solution whose zero re-runs are fixed at zero (a small
+        MILP around the relaxation, to round it).
+        """
         from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
 
-        hi = self.hi.copy()
+        A, lo, hi = self.A, self.lo, self.hi.copy()
         for row, const in self.mem_rows:
             hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
-        lb = np.zeros(self.ncols)
-        res = milp(self.c, constraints=LinearConstraint(self.A, self.lo, hi),
-                   integrality=self.integrality if integral else None, bounds=Bounds(lb, self.ub),
+        lb, ub = np.zeros(self.ncols), self.ub
+        if only is not None:
+            ub = np.where((self.c > 0) & (only.x <= 1e-6), 0.0, ub)
+        res = milp(self.c, constraints=LinearConstraint(A, lo, hi),
+                   integrality=self.integrality if integral else None, bounds=Bounds(lb, ub),
                    options={"time_limit": max(0.1, time_limit), "mip_rel_gap": 0.0, "presolve": True})
         res.R = None
         res.Sval = None
@@ -192,75 +274,109 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
+    """The MILP; lp's plan (found first, in at most half the time) stands when HiGHS has nothing cheaper at its time limit."""
     t0 = time.perf_counter()
     p = _Program(m)
-    res = p.solve(budget, integral=True, time_limit=time_limit)
-    if res.R is None:
+    known, lp_lower, label = _lp_plan(m, p, budget, time_limit / 2, "optimal")
+    left = max(0.1, time_limit - (time.perf_counter() - t0))
+    res = _Program(m, depth=MILP_DEPTH).solve(budget, integral=True, time_limit=left)
+    proven, note = res.status == 0, "MILP solved by HiGHS"
+    R = res.R
+    if R is not None and abs(res.fun - _cost(m, R)) > 0.5:
+        raise ScheduleError(f"solve: the MILP's objective {res.fun:,.1f} differs from its plan's recompute "
+                            f"FLOPs {_cost(m, R):,}; this is a bug in graph_solve.py, please report it")
+    if known is not None and (R is None or _cost(m, known) < _cost(m, R)):
+        R, note = known, note + f"; the LP rounding's plan was cheaper than its incumbent ({label})"
+    if R is None:
         raise _below_minimum(m, budget, "optimal", time_limit)
-    proven = res.status == 0
-    note = "MILP solved by HiGHS" + ("" if proven else f" (time limit {time_limit:g} s reached: not proven)")
-    if not proven:       # HiGHS's incumbent after a time-out can be poor: the baselines' plans compete
-        base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-        if base is not None and _cost(m, base) < _cost(m, res.R):
-            res.R, note = base, note + f"; a baseline plan was cheaper than its incumbent: {label}"
-    cost = m.simulate(res.R)[3]
+    if not proven:
+        note += f" (time limit {time_limit:g} s reached: not proven)"
+    cost = _cost(m, R)
     bound = getattr(res, "mip_dual_bound", None)
-    lower = cost if proven else max(0, int(math.ceil((bound or 0) - 1e-6 * max(1.0, abs(bound or 0)))))
-    return res.R, min(lower, cost), proven, note, time.perf_counter() - t0
+    lower = cost if proven else max(lp_lower, _ceil(bound) if bound is not None and math.isfinite(bound) else 0)
+    return R, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
-def _solve_lp(m, budget, time_limit):
-    """The LP relaxation (a lower bound) and Checkmate's two-phase rounding: round S, then derive R.
+def _ceil(x):
+    """A bound from HiGHS as integer FLOPs (the objective's coefficients are integers), less its tolerance."""
+    return max(0, int(math.ceil(x - 1e-6 * max(1.0, abs(x)))))
+
+
+def _rounded(m, res, budget, program=None, time_limit=0.0):
+    """Checkmate's two-phase rounding of one LP solution: the cheapest fitting candidate, as (R, how).
 
     Candidates: R rounded at several thresholds (holding then follows), S
     rounded likewise (held at every stage, or only the forward's kept set),
-    nodes the LP seldom recomputes kept, and the
-    baselines' keep sets; the cheapest that fits wins. While none is within
-    10% of the bound, the LP is solved again with a tighter budget (room for
-    the rounding, as Checkmate does), up to three times.
+    and the nodes the LP seldom recomputes kept; given a ``program`` and time,
+    also the MILP restricted to the re-runs the LP uses (HiGHS, a small program).
+    """
+    best, how = None, None
+    if program is not None and time_limit > 0:
+        small = program.solve(budget, integral=True, time_limit=time_limit, only=res)
+        if small.R is not None and m.simulate(small.R)[0] <= budget:
+            best, how = small.R, "the MILP over the LP's re-runs"
+
+    again = {}                                   # how often the LP recomputes each node, in total
+    for R in res.Rfrac:
+        for v, x in R.items():
+            again[v] = again.get(v, 0.0) + x
+    for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
+        rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
+        seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
+        recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
+        for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
+                  m.on_demand(seldom)):
+            try:
+                sim = m.simulate(R)
+            except ScheduleError:       # a rounded R that would have to hold a view
+                continue
+            if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
+                best, how = R, f"threshold {theta}"
+    return best, how
+
+
+def _solve_lp(m, budget, time_limit):
+    """The LP relaxation (a lower bound) and Checkmate's two-phase rounding (``_rounded``).
+
+    While the rounded plan is not within 10% of the bound, the LP is solved
+    again with a tighter budget (room for the rounding, as Checkmate does, in
+    the steps of ``LP_SCALES``); the baselines' keep sets compete too. When the LP does not
+    finish within the time limit, the best baseline plan is returned with no
+    bound (0).
     """
     t0 = time.perf_counter()
-    p = _Program(m)
-    res = p.solve(budget, integral=False, time_limit=time_limit)
-    if res.x is None:
-        raise _below_minimum(m, budget, "lp", time_limit)
-    lower = max(0, int(math.ceil(res.fun - 1e-6 * max(1.0, abs(res.fun)))))
-    best, how = None, ""
-    tries, scale = 0, 1.0
-    while best is None or (tries < 4 and _cost(m, best) > 1.1 * lower and time.perf_counter() - t0 < time_limit / 2):
-        again = {}                                   # how often the LP recomputes each node, in total
-        for R in res.Rfrac:
-            for v, x in R.items():
-                again[v] = again.get(v, 0.0) + x
-        for theta in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01):
-            rounded = [{o for o, x in S.items() if x >= theta} for S in res.Sval]
-            seldom = {o for o in res.Sval[0] if again.get(o // 2, 0.0) < theta} if res.Sval else set()
-            recompute = [{v for v, x in R.items() if x >= theta} for R in res.Rfrac]
-            for R in (recompute, m.on_demand(rounded[0], extra_hold=rounded), m.on_demand(rounded[0]),
-                      m.on_demand(seldom)):
-                try:
-                    sim = m.simulate(R)
-                except ScheduleError:       # a rounded R that would have to hold a view
-                    continue
-                if sim[0] <= budget and (best is None or sim[3] < _cost(m, best)):
-                    best, how = R, f"threshold {theta}" + (f", LP budget x{scale:.2f}" if scale < 1 else "")
-        tries += 1
-        if tries >= 4 or time.perf_counter() - t0 > time_limit / 2:
-            break
-        scale *= 0.9       # Checkmate's trick: a tighter LP budget leaves the rounding some room
-        res2 = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
-        if res2.x is None:
-            break
-        res = res2
-    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
-    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
-    if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
-        best, how = base, f"a baseline keep set was cheaper: {label}"
-    if best is None:
-        raise _below_minimum(m, budget, "lp", time_limit)
+    best, lower, how = _lp_plan(m, _Program(m), budget, time_limit, "lp")
     cost = _cost(m, best)
     return best, min(lower, cost), cost == lower, f"LP relaxation by HiGHS, two-phase rounding ({how})", \
         time.perf_counter() - t0
+
+
+def _lp_plan(m, p, budget, time_limit, method):
+    """(plan, LP bound, how it was found); raises when the LP proves no plan fits (or, for "lp", none is found)."""
+    t0 = time.perf_counter()
+    res = p.solve(budget, integral=False, time_limit=time_limit)
+    if res.status == 2 or (res.x is None and res.status != 1):
+        raise _below_minimum(m, budget, method, time_limit)
+    lower = _ceil(res.fun) if res.x is not None else 0
+    best, how = None, "the LP did not finish within the time limit" if res.x is None else ""
+    for k, scale in enumerate(LP_SCALES):
+        if k:      # Checkmate's trick: a tighter LP budget leaves the rounding some room
+            if (best is not None and _cost(m, best) <= 1.1 * lower) or time.perf_counter() - t0 > time_limit / 2:
+                break
+            res = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+        if res.x is None:
+            break
+        left = time_limit - (time.perf_counter() - t0)
+        R, way = _rounded(m, res, budget, p, min(left / 4, time_limit / 8))
+        if R is not None and (best is None or _cost(m, R) < _cost(m, best)):
+            best, how = R, way + (f", LP budget x{scale:.2f}" if scale < 1 else "")
+    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
+    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
+    if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
+        best, how = base, (how + "; " if how else "") + f"a baseline keep set was cheaper: {label}"
+    if best is None and method == "lp":
+        raise _below_minimum(m, budget, method, time_limit)
+    return best, lower, how
 
 
 def _cost(m, R):
