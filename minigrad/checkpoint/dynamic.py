@@ -31,12 +31,19 @@ Note [Dynamic rematerialization]
    region evicts until the counted bytes plus what the next op will allocate
    fit the budget (what the count grew by up to the next op in the previous
    step, arrays made between ops included, while the step repeats; else the
-   most it has grown by at one op so far); before a backward
+   most it has grown by at one op so far). At that moment the inputs of the op
+   that has just run are still pinned by it (Note 3), though often only a
+   temporary of the calling code holds them past it (the scores in
+   ``softmax(scores * scale)``, which only the Mul's recipe keeps, Note 5): when
+   nothing else is left to evict, the region lets go of them too, so each is
+   freed as soon as the caller lets go, before the next op allocates (one the
+   caller keeps stays resident and current). Before a backward
    step reads its saved arrays, until the gradients it will make fit too;
    before a replay, until all the replay allocates fits. So in steady state
    (a step seen once) the profiler's peak stays within the budget, unless
-   what cannot be evicted leaves no room for the next op (the arrays a running
-   function still holds); in the first step, an op that allocates more than
+   what cannot be evicted leaves no room for the next op (the arrays the
+   running code still holds, in variables or as the finished op's inputs it
+   keeps); in the first step, an op that allocates more than
    any before it may also overshoot. ``peak_bytes`` shows either honestly.
 5. A buffer is held while a saved array needs it. Once the region has had to
    evict (memory is tight), it is also held while a recipe that may still be
@@ -584,16 +591,19 @@ class Dynamic:
         ahead = prev[k + 1][4] if p is not None and p[0] is event.fn_cls and p[1] == new else self._reserve
         self.timeline.append((profiler.current_phase(), event.fn_cls.__name__, counted))
         if counted + ahead > self.budget:
-            self._make_room(ahead, event.fn_cls.__name__, must=0)
+            self._make_room(ahead, event.fn_cls.__name__, must=0, done=inputs)
         self._settled = self.counted_bytes
 
     # --- eviction ------------------------------------------------------------------------
-    def _make_room(self, need, what, must):
+    def _make_room(self, need, what, must, done=()):
         """Evict until ``need`` more bytes fit the budget; raise if ``must`` more bytes cannot fit.
 
         After an op the room for the next one is a wish (``must=0``: only counted
         bytes over the budget are an error); before a backward step its gradients,
-        and before a replay the bytes it allocates, must fit.
+        and before a replay the bytes it allocates, must fit. ``done`` are the
+        inputs of the op that has just run: when nothing else is left to evict,
+        the region lets go of those still pinned, so that each is freed the moment
+        its caller lets go of it (Note 4).
         """
         budget = self.budget
         if self.counted_bytes + need <= budget:
@@ -610,6 +620,22 @@ class Dynamic:
             while tier and live() - floor + need > budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
+        if done and live() - floor + need > budget:
+            # the finished op's inputs that are still pinned (by the code that called it, often only as a
+            # temporary): without the region's reference, each is freed as soon as that code lets it go,
+            # before the next op allocates; one the code keeps stays resident (and current) meanwhile
+            pinned, seen = [], set()
+            for ref in done:
+                b = ref.buf if ref.__class__ is not _Const else None
+                if b is not None and b.array is not None and b.recipe is not None and id(b) not in seen:
+                    seen.add(id(b))
+                    pinned.append(b)
+            going = 0
+            while pinned and live() - floor - going + need > budget:
+                best = min(range(len(pinned)), key=lambda n: score(pinned[n], now, self))
+                b = pinned.pop(best)
+                going += b.nbytes
+                self._evict(b)
         fixed = self.counted_bytes
         if fixed + must > budget:
             extra = f" plus the {_fmt(must)} it allocates" if must else ""
