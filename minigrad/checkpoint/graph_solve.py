@@ -13,7 +13,10 @@ forward pass and the engine's fixed backward order, over the memory model of
 ``graph.py``. For each stage s and node v ≤ node(s): a binary ``R[s,v]``
 (re-run v's forward at stage s); for each object o that may be held there,
 ``S[s,o]`` in [0, 1] (held at the start of stage s; S[0] is what the forward
-keeps). Constraints:
+keeps). Columns exist only for objects some stage from s on can read (its
+backward's, and recursively the inputs of a re-run) and their nodes
+(``_Program._useful``): zeroing the others keeps a plan feasible at no more
+cost. Constraints:
 
 * needs:   S[s,o] + R[s,node(o)] >= 1 for every o the stage's backward reads;
 * inputs:  R[s,v] <= S[s,O(u)] + R[s,u] for every input u of v;
@@ -539,7 +542,8 @@ def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.
 
     Raises ScheduleError for an unknown method, a budget that does not parse
     or is negative, or one below what the graph needs (stating the minimum).
-    ``time_limit`` bounds each HiGHS run (seconds); an unproven "optimal"
+    ``time_limit`` bounds the solve (seconds; every HiGHS run gets what is
+    left of it, and HiGHS itself may overrun a little); an unproven "optimal"
     plan says so (``optimal=False``, ``gap``).
     """
     if not isinstance(method, str) or method not in SOLVERS:
