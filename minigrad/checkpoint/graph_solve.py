@@ -13,7 +13,10 @@ forward pass and the engine's fixed backward order, over the memory model of
 ``graph.py``. For each stage s and node v ≤ node(s): a binary ``R[s,v]``
 (re-run v's forward at stage s); for each object o that may be held there,
 ``S[s,o]`` in [0, 1] (held at the start of stage s; S[0] is what the forward
-keeps). Constraints:
+keeps). Columns exist only for objects some stage from s on can read (its
+backward's, and recursively the inputs of a re-run) and their nodes
+(``_Program._useful``): zeroing the others keeps a plan feasible at no more
+cost. Constraints:
 
 * needs:   S[s,o] + R[s,node(o)] >= 1 for every o the stage's backward reads;
 * inputs:  R[s,v] <= S[s,O(u)] + R[s,u] for every input u of v;
@@ -87,17 +90,19 @@ class _Program:
         self.min_budget = min_budget
         self.S, self.R = [], []          # per stage: {object: column}, {node: column}
         cols = 0
+        useful = self._useful(m)
         for s, w in enumerate(m.stages):
-            sv = {o: cols + k for k, o in enumerate(m.objects_at(s))}
+            sv = {o: cols + k for k, o in enumerate(o for o in m.objects_at(s) if o in useful[s])}
             cols += len(sv)
-            rv = {v: cols + k for k, v in enumerate(range(w + 1))}
+            nodes = {o // 2 for o in useful[s]}
+            rv = {v: cols + k for k, v in enumerate(v for v in range(w + 1) if v in nodes)}
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
         self.K = {}                      # (stage, anchor object, path) -> column of a covering variable
         for v, anchor, path in self._chains(m, DEPTH if depth is None else depth):
-            for s, w in enumerate(m.stages):
-                if v > w:
+            for s in range(len(m.stages)):
+                if not self._present(s, anchor):     # a is of no use from s on: K = 0 there satisfies every cut
                     break
                 self.K[s, anchor, path] = cols
                 cols += 1
@@ -125,7 +130,7 @@ class _Program:
             for o in m.need[s]:
                 e = [(R[o // 2], 1.0)] + ([(S[o], 1.0)] if o in S else [])
                 add(e, 1.0, np.inf)
-            for v in range(w + 1):
+            for v in R:
                 for u in m.inputs[v]:
                     if O(u) in m.always:
                         continue
@@ -137,7 +142,7 @@ class _Program:
                     prev = [(self.S[s - 1][o], -1.0)] if o in self.S[s - 1] else []
                     add([(c, 1.0), (self.R[s - 1][o // 2], -1.0)] + prev, -np.inf, 0.0)
             e = [(c, m.size[o] / unit) for o, c in S.items() if m.size[o]]
-            e += [(R[v], (m.size[O(v)] + m.size[X(v)]) / unit) for v in range(w + 1)
+            e += [(c, (m.size[O(v)] + m.size[X(v)]) / unit) for v, c in R.items()
                   if m.size[O(v)] + m.size[X(v)]]
             if min_budget:
                 e.append((self.bcol, -1.0 / unit))
@@ -174,6 +179,25 @@ class _Program:
             self.c[:] = 0
             self.c[self.bcol] = 1.0 / unit
             self.ub[self.bcol] = np.inf
+
+    @staticmethod
+    def _useful(m):
+        """Per stage s, the objects some stage from s on can read: its backward's, and (recursively) a re-run's inputs.
+
+        S and R have columns only for these (and their nodes): zeroing the
+        others keeps any plan feasible at no more cost, so the optimum stays.
+        """
+        out, acc = [None] * len(m.stages), set()
+        for s in range(len(m.stages) - 1, -1, -1):
+            todo = [o for o in m.need[s] if o not in acc]
+            acc.update(todo)
+            while todo:
+                for u in m.inputs[todo.pop() // 2]:
+                    if O(u) not in m.always and O(u) not in acc:
+                        acc.add(O(u))
+                        todo.append(O(u))
+            out[s] = frozenset(acc)
+        return out
 
     @staticmethod
     def _chains(m, depth):
@@ -278,8 +302,9 @@ def _solve_optimal(m, budget, time_limit):
     t0 = time.perf_counter()
     p = _Program(m)
     known, lp_lower, label = _lp_plan(m, p, budget, time_limit / 2, "optimal")
-    left = max(0.1, time_limit - (time.perf_counter() - t0))
-    res = _Program(m, depth=MILP_DEPTH).solve(budget, integral=True, time_limit=left)
+    milp = _Program(m, depth=MILP_DEPTH)
+    left = max(0.1, time_limit - (time.perf_counter() - t0))      # the MILP gets what is left of the limit
+    res = milp.solve(budget, integral=True, time_limit=left)
     proven, note = res.status == 0, "MILP solved by HiGHS"
     R = res.R
     if R is not None and abs(res.fun - _cost(m, R)) > 0.5:
@@ -354,7 +379,11 @@ def _solve_lp(m, budget, time_limit):
 def _lp_plan(m, p, budget, time_limit, method):
     """(plan, LP bound, how it was found); raises when the LP proves no plan fits (or, for "lp", none is found)."""
     t0 = time.perf_counter()
-    res = p.solve(budget, integral=False, time_limit=time_limit)
+
+    def left():                      # every HiGHS run gets at most what is left of the time limit
+        return time_limit - (time.perf_counter() - t0)
+
+    res = p.solve(budget, integral=False, time_limit=left())
     if res.status == 2 or (res.x is None and res.status != 1):
         raise _below_minimum(m, budget, method, time_limit)
     lower = _ceil(res.fun) if res.x is not None else 0
@@ -363,11 +392,10 @@ def _lp_plan(m, p, budget, time_limit, method):
         if k:      # Checkmate's trick: a tighter LP budget leaves the rounding some room
             if (best is not None and _cost(m, best) <= 1.1 * lower) or time.perf_counter() - t0 > time_limit / 2:
                 break
-            res = p.solve(budget * scale, integral=False, time_limit=time_limit / 4)
+            res = p.solve(budget * scale, integral=False, time_limit=min(left(), time_limit / 4))
         if res.x is None:
             break
-        left = time_limit - (time.perf_counter() - t0)
-        R, way = _rounded(m, res, budget, p, min(left / 4, time_limit / 8))
+        R, way = _rounded(m, res, budget, p, min(left() / 4, time_limit / 8))
         if R is not None and (best is None or _cost(m, R) < _cost(m, best)):
             best, how = R, way + (f", LP budget x{scale:.2f}" if scale < 1 else "")
     # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
@@ -514,7 +542,8 @@ def solve(graph: Graph, budget, method: str = "optimal", time_limit: float = 60.
 
     Raises ScheduleError for an unknown method, a budget that does not parse
     or is negative, or one below what the graph needs (stating the minimum).
-    ``time_limit`` bounds each HiGHS run (seconds); an unproven "optimal"
+    ``time_limit`` bounds the solve (seconds; every HiGHS run gets what is
+    left of it, and HiGHS itself may overrun a little); an unproven "optimal"
     plan says so (``optimal=False``, ``gap``).
     """
     if not isinstance(method, str) or method not in SOLVERS:
