@@ -59,10 +59,15 @@ integer coefficients, so a bound rounds up to an integer.
 thresholds on R and S, and a small MILP by HiGHS with every re-run the LP
 leaves at zero fixed at zero (``only``); LPs at slightly tighter budgets
 (``LP_SCALES``) give the rounding room. ``"optimal"`` first runs ``"lp"`` in at
-most half its time (it stops once within 10% of its bound), then the MILP
-with paths of length ``MILP_DEPTH`` (1: its LPs are smaller, and on a 50-op
-graph HiGHS proved the optimum in 37 s where with length 2 it had not in 60 s); lp's plan stands when HiGHS's incumbent is
-dearer at the time limit, and the bound is the better of the two.
+most half its time (it stops once within 10% of its bound), then two MILPs
+of the same optimum in turn: Checkmate's program as it is (every column, no
+cuts) for ``PLAIN_SHARE`` of the time left, since on some graphs HiGHS proves
+it in seconds where the cuts slow its branching (the residual MLP at half its
+plain peak: 5 s, against no proof in 60 s with them), then, unless that
+proved the optimum, the restricted program with paths of length
+``MILP_DEPTH`` (1: its LPs are smaller, and on a 50-op graph HiGHS proved the
+optimum in 37 s where with length 2 it had not in 60 s). The cheapest plan
+found stands (lp's included), and the bound is the best of theirs.
 """
 from __future__ import annotations
 
@@ -80,22 +85,23 @@ LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as
 DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
 DEPTH_OPS = 150    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
 MILP_DEPTH = 1     # paths of "optimal"'s MILP: a smaller program, whose branch and bound goes faster
+PLAIN_SHARE = 0.2  # of optimal's MILP time, first given to Checkmate's program without the cuts
 
 
 class _Program:
     """The MILP of the Note as sparse arrays, for one graph (the budget is only the right-hand sides)."""
 
-    def __init__(self, model: Model, min_budget=False, depth=None):
+    def __init__(self, model: Model, min_budget=False, depth=None, restrict=True):
         m = self.model = model
         self.min_budget = min_budget
         self.S, self.R = [], []          # per stage: {object: column}, {node: column}
         cols = 0
-        useful = self._useful(m)
+        useful = self._useful(m) if restrict else None      # None: every column, as in Checkmate
         for s, w in enumerate(m.stages):
-            sv = {o: cols + k for k, o in enumerate(o for o in m.objects_at(s) if o in useful[s])}
+            sv = {o: cols + k for k, o in enumerate(o for o in m.objects_at(s) if useful is None or o in useful[s])}
             cols += len(sv)
-            nodes = {o // 2 for o in useful[s]}
-            rv = {v: cols + k for k, v in enumerate(v for v in range(w + 1) if v in nodes)}
+            nodes = None if useful is None else {o // 2 for o in useful[s]}
+            rv = {v: cols + k for k, v in enumerate(v for v in range(w + 1) if nodes is None or v in nodes)}
             cols += len(rv)
             self.S.append(sv)
             self.R.append(rv)
@@ -298,18 +304,32 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
-    """The MILP; lp's plan (found first, in at most half the time) stands when HiGHS has nothing cheaper at its time limit."""
+    """The MILP; lp's plan (found first, in at most half the time) stands when HiGHS has nothing cheaper at its
+    time limit. Two programs of the same optimum run in turn: Checkmate's as it is (every column, no cuts) for a
+    short share of the time (on some graphs HiGHS proves it in seconds where the cuts and the restricted columns
+    change its branching for the worse: the residual MLP at half its plain peak, 5 s against over 60), then the
+    restricted one with the covering cuts for the rest."""
     t0 = time.perf_counter()
     p = _Program(m)
     known, lp_lower, label = _lp_plan(m, p, budget, time_limit / 2, "optimal")
-    milp = _Program(m, depth=MILP_DEPTH)
-    left = max(0.1, time_limit - (time.perf_counter() - t0))      # the MILP gets what is left of the limit
-    res = milp.solve(budget, integral=True, time_limit=left)
-    proven, note = res.status == 0, "MILP solved by HiGHS"
-    R = res.R
-    if R is not None and abs(res.fun - _cost(m, R)) > 0.5:
-        raise ScheduleError(f"solve: the MILP's objective {res.fun:,.1f} differs from its plan's recompute "
-                            f"FLOPs {_cost(m, R):,}; this is a bug in graph_solve.py, please report it")
+    R, fun, bound, proven = None, math.inf, -math.inf, False
+    for depth, share in ((0, PLAIN_SHARE), (MILP_DEPTH, 1.0)):
+        milp = _Program(m, depth=depth, restrict=bool(depth))
+        left = max(0.1, share * (time_limit - (time.perf_counter() - t0)))   # a share of what is left
+        res = milp.solve(budget, integral=True, time_limit=left)
+        if res.R is not None:
+            if abs(res.fun - _cost(m, res.R)) > 0.5:
+                raise ScheduleError(f"solve: the MILP's objective {res.fun:,.1f} differs from its plan's recompute "
+                                    f"FLOPs {_cost(m, res.R):,}; this is a bug in graph_solve.py, please report it")
+            if res.fun < fun:
+                R, fun = res.R, res.fun
+        b = getattr(res, "mip_dual_bound", None)
+        if b is not None and math.isfinite(b):
+            bound = max(bound, b)
+        if res.status == 0:
+            proven = True
+            break
+    note = "MILP solved by HiGHS"
     if known is not None and (R is None or _cost(m, known) < _cost(m, R)):
         R, note = known, note + f"; the LP rounding's plan was cheaper than its incumbent ({label})"
     if R is None:
@@ -317,8 +337,7 @@ def _solve_optimal(m, budget, time_limit):
     if not proven:
         note += f" (time limit {time_limit:g} s reached: not proven)"
     cost = _cost(m, R)
-    bound = getattr(res, "mip_dual_bound", None)
-    lower = cost if proven else max(lp_lower, _ceil(bound) if bound is not None and math.isfinite(bound) else 0)
+    lower = cost if proven else max(lp_lower, _ceil(bound) if math.isfinite(bound) else 0)
     return R, min(lower, cost), proven, note, time.perf_counter() - t0
 
 
