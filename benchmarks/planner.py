@@ -37,22 +37,14 @@ add_repo_to_path()
 import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from minigrad import profiler  # noqa: E402
+from minigrad import models, profiler  # noqa: E402
 from minigrad.checkpoint import checkpoint, plan, run_schedule, save_linears, save_matmuls, save_nothing  # noqa: E402
 from minigrad.checkpoint import ChainCosts, measure_chain, planner as P  # noqa: E402
 from minigrad.checkpoint import schedules as S  # noqa: E402
 
 
 def hetero_chain(L=32, batch=256, seed=0):
-    rng = np.random.default_rng(seed)
-    widths = [int(w) for w in rng.choice([64, 128, 256, 512], L)]
-    mg.manual_seed(seed)
-    layers = []
-    for a, b in zip([64] + widths, widths):
-        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
-        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
-    x = mg.tensor(rng.standard_normal((batch, 64)), requires_grad=True)
-    return layers, x
+    return models.hetero_chain(L, widths=(64, 128, 256, 512), d_in=64, batch=batch, seed=seed)
 
 
 def step(layers, x, sched):

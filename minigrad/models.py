@@ -1,4 +1,5 @@
-"""Small models the command line trains and measures: a plain block, a residual block, a classifier.
+"""Small models the command line trains and measures: a plain block, a residual block, a classifier;
+and the heterogeneous chain the budget planner's tests and benchmarks plan.
 
 Why residual and normalised blocks: a plain stack of Linear+ReLU layers stops
 learning somewhere past ten layers (the signal and its gradient shrink or blow
@@ -12,7 +13,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import autograd, nn
+from .random import manual_seed
+from .tensor import tensor
 from .checkpoint import checkpoint_sequential
 
 
@@ -70,3 +75,17 @@ class Classifier(nn.Module):
         else:
             h = checkpoint_sequential(self.blocks, h, strategy=self.strategy, **self.options)
         return self.head(self.norm(h))
+
+
+def hetero_chain(L, widths=(64, 128, 256, 512), d_in=64, batch=256, seed=0):
+    """(layers, x): L blocks Linear(a, b) + Tanh or tanh-GELU (a coin flip each), widths drawn from
+    ``widths``, float64, and an input of shape (batch, d_in): a chain whose activations differ in size and
+    in what they save, so a planner cannot treat its layers alike. The same arguments give the same chain."""
+    rng = np.random.default_rng(seed)
+    outs = [int(w) for w in rng.choice(list(widths), L)]
+    manual_seed(seed)
+    layers = []
+    for a, b in zip([d_in] + outs, outs):
+        act = nn.Tanh() if rng.random() < 0.5 else nn.GELU(approximate="tanh")
+        layers.append(nn.Sequential(nn.Linear(a, b, dtype=np.float64), act))
+    return layers, tensor(rng.standard_normal((batch, d_in)), requires_grad=True)

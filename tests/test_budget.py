@@ -9,6 +9,7 @@ import pytest
 
 import minigrad as mg
 from minigrad.checkpoint import ChainCosts, checkpoint_sequential, measure_chain, plan, run_schedule
+from minigrad.models import hetero_chain
 from minigrad.checkpoint import planner as P, schedules as S
 from minigrad.errors import ScheduleError
 
@@ -301,15 +302,7 @@ def test_on_a_uniform_chain_the_planner_reproduces_revolve(L, s):
 
 
 def _hetero_chain(seed=0, L=24, batch=256):
-    rng = np.random.default_rng(seed)
-    widths = [int(w) for w in rng.choice([32, 64, 128, 256], L)]
-    mg.manual_seed(seed)
-    layers = []
-    for a, b in zip([64] + widths, widths):
-        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
-        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
-    x = mg.tensor(rng.standard_normal((batch, 64)), requires_grad=True)
-    return layers, x
+    return hetero_chain(L, widths=(32, 64, 128, 256), d_in=64, batch=batch, seed=seed)
 
 
 def _step(layers, x, sched):

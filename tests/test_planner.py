@@ -20,15 +20,10 @@ HETERO = """
 import numpy as np, minigrad as mg
 from minigrad.checkpoint import plan, planner as P, measure_chain
 
+from minigrad.models import hetero_chain
+
 def hetero(L=12, seed=0):
-    rng = np.random.default_rng(seed)
-    widths = [int(w) for w in rng.choice([16, 32, 48, 64], L)]
-    mg.manual_seed(seed)
-    layers = []
-    for a, b in zip([32] + widths, widths):
-        act = mg.nn.Tanh() if rng.random() < 0.5 else mg.nn.GELU(approximate="tanh")
-        layers.append(mg.nn.Sequential(mg.nn.Linear(a, b, dtype=np.float64), act))
-    return layers, mg.tensor(rng.standard_normal((32, 32)), requires_grad=True)
+    return hetero_chain(L, widths=(16, 32, 48, 64), d_in=32, batch=32, seed=seed)
 """
 
 
