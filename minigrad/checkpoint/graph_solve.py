@@ -459,13 +459,18 @@ def _greedy_keeps(m):
     return keeps
 
 
+def _solve_from_keeps(m, budget, time_limit, method, keeps, note):
+    """The cheapest fitting plan among the keep sets ``keeps(m)`` gives; ``note`` is formatted with its label."""
+    t0 = time.perf_counter()
+    R, label = _best_of(m, budget, keeps(m))
+    if R is None:
+        raise _below_minimum(m, budget, method, time_limit)
+    return R, 0, False, note.format(label), time.perf_counter() - t0
+
+
 def _solve_greedy(m, budget, time_limit):
     """Chen's greedy: the cheapest fitting plan over the thresholds."""
-    t0 = time.perf_counter()
-    R, label = _best_of(m, budget, _greedy_keeps(m))
-    if R is None:
-        raise _below_minimum(m, budget, "greedy", time_limit)
-    return R, 0, False, f"Chen's greedy, threshold {label}", time.perf_counter() - t0
+    return _solve_from_keeps(m, budget, time_limit, "greedy", _greedy_keeps, "Chen's greedy, threshold {}")
 
 
 def articulation_points(m) -> list:
@@ -492,11 +497,7 @@ def _articulation_keeps(m):
 
 def _solve_articulation(m, budget, time_limit):
     """Checkpoints at evenly spaced articulation points: the cheapest count that fits (Chen's rule takes √n)."""
-    t0 = time.perf_counter()
-    R, label = _best_of(m, budget, _articulation_keeps(m))
-    if R is None:
-        raise _below_minimum(m, budget, "articulation", time_limit)
-    return R, 0, False, f"checkpoints at {label}", time.perf_counter() - t0
+    return _solve_from_keeps(m, budget, time_limit, "articulation", _articulation_keeps, "checkpoints at {}")
 
 
 def _solve_none(m, budget, time_limit):
