@@ -45,8 +45,13 @@ through every earlier stage, or the path's last node re-runs in between.
 Valid for every plan (tested: the LP stays at or below an exhaustive search's
 optimum), and the 3% trick no longer pays: the bound becomes 26.7 MFLOP on
 that graph. Paths of length 2 with one anchor per object (output and residual
-apart) gave the best bound per second of LP up to ``DEPTH_OPS`` ops; above,
-the LP with them takes most of a minute, so paths stop at length 1.
+apart) gave the best bound per second of LP up to ``DEPTH_OPS`` ops. On the
+benchmark's 200-op graph at 60% of its plain peak they lift the bound from
+1.17 to 1.48 MFLOP, and the rounded plan from 29.9 to 1.58 MFLOP (length 1
+lets the LP spread its re-runs so thin that rounding them finds nothing
+near); the LP takes about 40 s there. Length 3 added nothing on the 100-op
+graph (the same bound, twice the LP time). Above ``DEPTH_OPS`` ops paths stop
+at length 1: with length 2 the LP alone takes over a minute.
 
 Minimise sum flops(v)·R[s,v]. R and S are binary (with S continuous the
 model is the same — a constraint asking S > 0 with R integral asks S = 1 —
@@ -58,8 +63,10 @@ integer coefficients, so a bound rounds up to an integer.
 ``"lp"`` solves the relaxation (with the cuts) and rounds it: Checkmate's
 thresholds on R and S, and a small MILP by HiGHS with every re-run the LP
 leaves at zero fixed at zero (``only``); LPs at slightly tighter budgets
-(``LP_SCALES``) give the rounding room. ``"optimal"`` first runs ``"lp"`` in at
-most half its time (it stops once within 10% of its bound), then two MILPs
+(``LP_SCALES``) give the rounding room. ``"optimal"`` first runs ``"lp"`` (it
+stops once within 10% of its bound; on graphs of a few hundred ops its LP
+alone takes most of the time, and its plan and bound are the best there is
+to report), then, in the time left, two MILPs
 of the same optimum in turn: Checkmate's program as it is (every column, no
 cuts) for ``PLAIN_SHARE`` of the time left, since on some graphs HiGHS proves
 it in seconds where the cuts slow its branching (the residual MLP at half its
@@ -83,7 +90,7 @@ from .schedules import parse_bytes
 METHODS = ("optimal", "lp", "greedy", "articulation", "blocks", "none")
 LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as fractions of the budget
 DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
-DEPTH_OPS = 150    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
+DEPTH_OPS = 250    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
 MILP_DEPTH = 1     # paths of "optimal"'s MILP: a smaller program, whose branch and bound goes faster
 PLAIN_SHARE = 0.2  # of optimal's MILP time, first given to Checkmate's program without the cuts
 
@@ -304,14 +311,14 @@ def _none_R(m):
 
 
 def _solve_optimal(m, budget, time_limit):
-    """The MILP; lp's plan (found first, in at most half the time) stands when HiGHS has nothing cheaper at its
-    time limit. Two programs of the same optimum run in turn: Checkmate's as it is (every column, no cuts) for a
-    short share of the time (on some graphs HiGHS proves it in seconds where the cuts and the restricted columns
-    change its branching for the worse: the residual MLP at half its plain peak, 5 s against over 60), then the
-    restricted one with the covering cuts for the rest."""
+    """The MILP; lp's plan (found first: it stops once within 10% of its bound) stands when HiGHS has
+    nothing cheaper at its time limit. Two programs of the same optimum run in turn: Checkmate's as it is
+    (every column, no cuts) for a short share of the time (on some graphs HiGHS proves it in seconds where
+    the cuts and the restricted columns change its branching for the worse: the residual MLP at half its
+    plain peak, 5 s against over 60), then the restricted one with the covering cuts for the rest."""
     t0 = time.perf_counter()
     p = _Program(m)
-    known, lp_lower, label = _lp_plan(m, p, budget, time_limit / 2, "optimal")
+    known, lp_lower, label = _lp_plan(m, p, budget, time_limit, "optimal")
     R, fun, bound, proven = None, math.inf, -math.inf, False
     for depth, share in ((0, PLAIN_SHARE), (MILP_DEPTH, 1.0)):
         milp = _Program(m, depth=depth, restrict=bool(depth))
