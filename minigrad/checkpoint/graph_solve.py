@@ -93,6 +93,7 @@ DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxati
 DEPTH_OPS = 250    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
 MILP_DEPTH = 1     # paths of "optimal"'s MILP: a smaller program, whose branch and bound goes faster
 PLAIN_SHARE = 0.2  # of optimal's MILP time, first given to Checkmate's program without the cuts
+MILP_LEAST = 3.0   # seconds: with less time left after its LP phase, "optimal" runs no MILP
 
 
 class _Program:
@@ -318,9 +319,11 @@ def _solve_optimal(m, budget, time_limit):
     plain peak, 5 s against over 60), then the restricted one with the covering cuts for the rest."""
     t0 = time.perf_counter()
     p = _Program(m)
-    known, lp_lower, label = _lp_plan(m, p, budget, time_limit, "optimal")
+    known, lp_lower, label = _lp_plan(m, p, budget, time_limit - (time.perf_counter() - t0), "optimal")
     R, fun, bound, proven = None, math.inf, -math.inf, False
     for depth, share in ((0, PLAIN_SHARE), (MILP_DEPTH, 1.0)):
+        if time_limit - (time.perf_counter() - t0) < MILP_LEAST and known is not None:
+            break                        # the LP phase took the time: building a program now would overrun
         milp = _Program(m, depth=depth, restrict=bool(depth))
         left = max(0.1, share * (time_limit - (time.perf_counter() - t0)))   # a share of what is left
         res = milp.solve(budget, integral=True, time_limit=left)
@@ -396,7 +399,8 @@ def _solve_lp(m, budget, time_limit):
     bound (0).
     """
     t0 = time.perf_counter()
-    best, lower, how = _lp_plan(m, _Program(m), budget, time_limit, "lp")
+    p = _Program(m)
+    best, lower, how = _lp_plan(m, p, budget, time_limit - (time.perf_counter() - t0), "lp")
     cost = _cost(m, best)
     return best, min(lower, cost), cost == lower, f"LP relaxation by HiGHS, two-phase rounding ({how})", \
         time.perf_counter() - t0
@@ -409,6 +413,9 @@ def _lp_plan(m, p, budget, time_limit, method):
     def left():                      # every HiGHS run gets at most what is left of the time limit
         return time_limit - (time.perf_counter() - t0)
 
+    # The baselines' keep sets compete too, so the rounded plan is never worse than they are; found first,
+    # they are there when the LP takes the whole time limit (seconds at 400 ops).
+    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
     res = p.solve(budget, integral=False, time_limit=left())
     if res.status == 2 or (res.x is None and res.status != 1):
         raise _below_minimum(m, budget, method, time_limit)
@@ -424,8 +431,6 @@ def _lp_plan(m, p, budget, time_limit, method):
         R, way = _rounded(m, res, budget, p, min(left() / 4, time_limit / 8))
         if R is not None and (best is None or _cost(m, R) < _cost(m, best)):
             best, how = R, way + (f", LP budget x{scale:.2f}" if scale < 1 else "")
-    # The baselines' keep sets compete too, so the rounded plan is never worse than they are.
-    base, label = _best_of(m, budget, _greedy_keeps(m) + _articulation_keeps(m))
     if base is not None and (best is None or _cost(m, base) < _cost(m, best)):
         best, how = base, (how + "; " if how else "") + f"a baseline keep set was cheaper: {label}"
     if best is None and method == "lp":
