@@ -26,7 +26,12 @@ Note [Dynamic rematerialization]
 3. A buffer may be evicted only when the region's reference is the only one
    left (``sys.getrefcount``): then dropping it frees the memory. That one
    test keeps every pinned array resident: a tensor the user holds, an input
-   of the op running now, an array a backward step is reading, a view.
+   of the op running now, an array a backward step is reading, a view. From
+   the first saved array a backward step reads until the next step begins,
+   the step's other saved arrays are pinned too (DTR locks all the inputs of
+   the op it runs): bringing one back must not evict another the same step
+   reads next (on the transformer the query-key-value projection was evicted
+   to make room for the attention weights and replayed for the same step).
 4. The cap is kept *before* allocations, with a reserve: after each op the
    region evicts until the counted bytes plus what the next op will allocate
    fit the budget (what the count grew by up to the next op in the previous
@@ -297,6 +302,9 @@ class Dynamic:
         self._watch: dict = {}         # id -> weak reference to a saved array's ref or a recipe needing a buffer
         self._pending: list = []
         self._slot = [None, 0]         # (id of the node being packed for, next slot index)
+        self._node_saved: dict = {}    # id(node) -> weak references to its saved arrays (this step)
+        self._pin_node = None          # the node whose backward is reading its saved arrays
+        self._pin: frozenset = frozenset()   # ids of the buffers that backward reads: not evicted meanwhile
         self._stack = None
         self._hooks = None             # the saved_arrays_hooks block, while entered
 
@@ -409,6 +417,8 @@ class Dynamic:
         # a step that diverged from a fast one was seen only from there on: it predicts nothing
         self._prev, self._allocs = (self._allocs if not self._partial else []), []
         self._partial = False
+        self._node_saved.clear()
+        self._pin_node, self._pin = None, frozenset()
         self._fast = self._calm and bool(self._prev)
         self._k = 0
         if self._hooks is not None:
@@ -456,6 +466,10 @@ class Dynamic:
         ref = handle.ref
         if ref is None:                       # read before its op ended
             return handle.array
+        if handle.node != self._pin_node:     # a backward step begins reading: its arrays stay (Note 3)
+            self._pin_node = handle.node
+            self._pin = frozenset(id(h.ref.buf) for h in (w() for w in self._node_saved.get(handle.node, ()))
+                                  if h is not None and h.ref is not None and h.ref.__class__ is not _Const)
         if ref.__class__ is _Const:
             arr = ref.array
         else:
@@ -565,6 +579,7 @@ class Dynamic:
                 s.ref = _Ref(buf, geom)
             self._need(s)
             s.array = None
+            self._node_saved.setdefault(mine, []).append(weakref.ref(s))
         if rec.made and self.evictions:
             # memory is tight and the op made buffers that may be replayed from its inputs: keep the
             # inputs resident (and evictable) while the recipe lives (Note 5)
@@ -609,7 +624,9 @@ class Dynamic:
         if self.counted_bytes + need <= budget:
             return
         # evictable: has a recipe, and the region's reference (plus getrefcount's argument) is the only one
-        candidates = [b for b in self._held.values() if b.recipe is not None and sys.getrefcount(b.array) == 2]
+        pin = self._pin
+        candidates = [b for b in self._held.values()
+                      if b.recipe is not None and sys.getrefcount(b.array) == 2 and id(b) not in pin]
         score, now = self._score, self._clock
         # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
         # from them waits evicted), in the heuristic's order; then the rest
