@@ -273,6 +273,33 @@ def test_cap_holds_when_the_op_just_run_pins_what_must_go(frac):
     assert d.peak_bytes <= budget
 
 
+def test_a_backward_step_keeps_the_arrays_it_reads(monkeypatch):
+    """Note 3: from the first saved array a backward step reads until the next step begins, its other saved
+    arrays stay resident, so no buffer is replayed twice for one step. Before, on the transformer at the
+    least budget + 10%, the attention backward's query-key-value projection was evicted to make room for
+    the replayed attention weights and replayed twice for the same step."""
+    import sys as _sys
+
+    from minigrad.checkpoint.graph_models import transformer_block
+    region_cls = _sys.modules["minigrad.checkpoint.dynamic"].Dynamic
+    replays, real = [], region_cls._replay
+
+    def spy(self, buf, arrays, grads):
+        if profiler.current_phase() == "backward":
+            replays.append((self._pin_node, id(buf)))
+        return real(self, buf, arrays, grads)
+
+    monkeypatch.setattr(region_cls, "_replay", spy)
+    fn, xs, _ = transformer_block()
+    fn(*xs).backward()                           # parameter gradients exist from here on
+    with dynamic(2_090_607) as d:
+        fn(*xs).backward()
+        replays.clear()
+        fn(*xs).backward()
+    assert d.evictions > 0 and replays
+    assert len(replays) == len(set(replays))
+
+
 # --------------------------------------------------------------------------- the DTR theorem
 
 
