@@ -278,18 +278,16 @@ def test_a_backward_step_keeps_the_arrays_it_reads(monkeypatch):
     arrays stay resident, so no buffer is replayed twice for one step. Before, on the transformer at the
     least budget + 10%, the attention backward's query-key-value projection was evicted to make room for
     the replayed attention weights and replayed twice for the same step."""
-    import sys as _sys
-
+    from minigrad.checkpoint.dynamic import Dynamic
     from minigrad.checkpoint.graph_models import transformer_block
-    region_cls = _sys.modules["minigrad.checkpoint.dynamic"].Dynamic
-    replays, real = [], region_cls._replay
+    replays, real = [], Dynamic._replay
 
     def spy(self, buf, arrays, grads):
         if profiler.current_phase() == "backward":
             replays.append((self._pin_node, id(buf)))
         return real(self, buf, arrays, grads)
 
-    monkeypatch.setattr(region_cls, "_replay", spy)
+    monkeypatch.setattr(Dynamic, "_replay", spy)
     fn, xs, _ = transformer_block()
     fn(*xs).backward()                           # parameter gradients exist from here on
     with dynamic(2_090_607) as d:
