@@ -673,16 +673,30 @@ class Dynamic:
 
     @staticmethod
     def idle(buf) -> bool:
-        """True when only recipes read ``buf`` and nothing made from it waits evicted: evicting it costs nothing yet."""
+        """True when only recipes read ``buf`` and nothing it would have to be replayed for waits evicted:
+        evicting it costs nothing yet.
+
+        Something made from ``buf`` that waits evicted matters only when it is needed: a saved array reads
+        it, or (through more evicted buffers made from it) one that is. Scores held for the recipe of the
+        scaled scores, themselves evicted, are idle while the softmax output made from those is resident.
+        """
         if buf.saved:
             return False
-        for w in buf.users:
-            u = w()
-            if u is not None:
+        todo, seen = [buf], set()
+        while todo:
+            b = todo.pop()
+            for w in b.users:
+                u = w()
+                if u is None:
+                    continue
                 for m in u.made:
-                    b = m()
-                    if b is not None and b.alive is None and b.handles:
+                    d = m()
+                    if d is None or d.alive is not None or not d.handles or id(d) in seen:
+                        continue
+                    if d.saved:
                         return False
+                    seen.add(id(d))
+                    todo.append(d)
         return True
 
     def replay_cost(self, buf) -> int:
