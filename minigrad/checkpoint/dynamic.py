@@ -54,8 +54,10 @@ Note [Dynamic rematerialization]
    evict (memory is tight), it is also held while a recipe that may still be
    replayed reads it, so replays start from resident inputs rather than from
    the start of the graph (the residual stream of a transformer is read by
-   every LayerNorm's recipe); such buffers are evicted first, as long as
-   nothing made from them waits evicted. Before any eviction, keeping them
+   every LayerNorm's recipe); such buffers are evicted first while they are
+   *idle*: nothing needed waits evicted downstream of them (a saved array,
+   or an evicted buffer one is made from; an evicted intermediate whose
+   products are resident does not count). Before any eviction, keeping them
    would only cost memory and time (no replay can need them yet). A buffer
    nothing holds is freed as soon as no tensor holds it either.
 6. Replays run inside ``recomputing(rng_state)``: BatchNorm leaves its running
