@@ -632,10 +632,12 @@ class Dynamic:
         score, now = self._score, self._clock
         # first the buffers whose eviction costs nothing yet (only recipes read them, and nothing made
         # from them waits evicted), in the heuristic's order; then the rest
-        free = [b for b in candidates if self.idle(b)]
+        free, rest = [], []
+        for b in candidates:          # idle walks what was made from b: once per candidate
+            (free if self.idle(b) else rest).append(b)
         live = profiler.live_bytes
         floor = self._floor
-        for tier in (free, [b for b in candidates if not self.idle(b)]):
+        for tier in (free, rest):
             while tier and live() - floor + need > budget:
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
