@@ -77,7 +77,17 @@ Note [Dynamic rematerialization]
    it recomputed least on the graphs of the benchmark's section 5. Counting
    the evicted descendants too, as the paper's e* does, and refreshing
    staleness on backward reads both recomputed more there (RESULTS.md
-   section 9).
+   section 9). The bytes it divides by stop at the *shortfall*: what is
+   still missing for the allocation the region is making room for. Bytes
+   beyond it buy nothing now, so they must not make a large buffer look
+   cheap. On the transformer, 71 kB were missing before a backward step,
+   and the region evicted the second block's 512 kB attention weights
+   (needed two steps later: a 9 MFLOP replay) rather than two 64 kB
+   LayerNorm outputs; with bytes counted up to the shortfall, DTR recomputes
+   1.04x the proven optimum there instead of 1.56x, and elsewhere no more
+   than before. With it the weight was tried again: 1 and 3 recompute the
+   same on those graphs, 0, 5 and 9 more. ``"dtr_local"`` stays the paper's
+   plain score, as the ablation it is.
 8. A step that needed no eviction (or evicted only what recipes alone held)
    is followed by *fast* steps: while a step repeats it (the same op with
    outputs of the same size at each position, and no more bytes counted after
@@ -107,8 +117,10 @@ from .schedules import parse_bytes
 
 def _h_dtr(buf, now, region):
     """h_DTR = cost / (bytes x staleness): cost is what a replay of ``buf`` would run (``replay_cost``) with
-    its own op counted three times, staleness counts from its last use by a recorded op (Note 7)."""
-    return (region.replay_cost(buf) + 2 * buf.recipe[0].flops) / (max(buf.nbytes, 1) * (now - buf.fwd + 1))
+    its own op counted three times, bytes up to the shortfall being filled, staleness from its last use by a
+    recorded op (Note 7)."""
+    return (region.replay_cost(buf) + 2 * buf.recipe[0].flops) / (max(min(buf.nbytes, region.shortfall), 1)
+                                                                   * (now - buf.fwd + 1))
 
 
 def _h_dtr_local(buf, now, region):
@@ -288,6 +300,7 @@ class Dynamic:
         self._clock = 0
         self._reserve = 0              # the largest allocation one op (or replay) has made
         self._floor = 0                # live bytes that are not the step's (Note 2)
+        self.shortfall = 0             # bytes still missing while the region makes room (Note 7)
         self._in_step = False
         self._nsaved = 0               # saved arrays (in nodes) the region holds buffers for
         self._allocs: list = []        # (op class, bytes it allocated, counted after it, output bytes,
@@ -639,6 +652,7 @@ class Dynamic:
         floor = self._floor
         for tier in (free, rest):
             while tier and live() - floor + need > budget:
+                self.shortfall = live() - floor + need - budget
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
         if done and live() - floor + need > budget:
@@ -653,6 +667,7 @@ class Dynamic:
                     pinned.append(b)
             going = 0
             while pinned and live() - floor - going + need > budget:
+                self.shortfall = live() - floor - going + need - budget
                 best = min(range(len(pinned)), key=lambda n: score(pinned[n], now, self))
                 b = pinned.pop(best)
                 going += b.nbytes
