@@ -80,13 +80,15 @@ Note [Dynamic rematerialization]
    section 9). The bytes it divides by stop at the *shortfall*: what is
    still missing for the allocation the region is making room for. Bytes
    beyond it buy nothing now, so they must not make a large buffer look
-   cheap. On the transformer, 71 kB were missing before a backward step,
-   and the region evicted the second block's 512 kB attention weights
-   (needed two steps later: a 9 MFLOP replay) rather than two 64 kB
-   LayerNorm outputs; with bytes counted up to the shortfall, DTR recomputes
-   1.04x the proven optimum there instead of 1.56x, and elsewhere no more
-   than before. With it the weight was tried again: 1 and 3 recompute the
-   same on those graphs, 0, 5 and 9 more. ``"dtr_local"`` stays the paper's
+   cheap. On the transformer, a little more than one LayerNorm output was
+   missing before a backward step, and the region evicted the second
+   block's attention weights, eight times that size (needed two steps
+   later: a 9 MFLOP replay), rather than two LayerNorm outputs; with bytes
+   counted up to the shortfall, DTR recomputes 1.04x the proven optimum
+   there instead of 1.56x (1.30x instead of 1.97x at a larger budget; the
+   residual MLP 1.44x instead of 1.43x; RESULTS.md section 9). With it the
+   weight was tried again: 2 and 3 recompute the same on those graphs, 1,
+   5 and 9 more. ``"dtr_local"`` stays the paper's
    plain score, as the ablation it is.
 8. A step that needed no eviction (or evicted only what recipes alone held)
    is followed by *fast* steps: while a step repeats it (the same op with
