@@ -470,7 +470,7 @@ def _lp_plan(m, p, budget, time_limit, method):
         finished = True
         lower = max(lower, _ceil(min(cap, res.fun)))
         R, way = _rounded(m, res, budget, p, min(left() / 4, time_limit / 8), cap=known)
-        if R is not None and _cost(m, R) < min(known, _cost(m, best) if best is not None else math.inf):
+        if R is not None and _cost(m, R) < known:
             best, how = R, way + (f", re-runs capped at {cap:,.0f} FLOPs" if cap < math.inf else "")
             known = _cost(m, R)
         if known <= 1.1 * lower or known == cap or time.perf_counter() - t0 > time_limit / 2:
