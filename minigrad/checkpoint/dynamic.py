@@ -653,8 +653,8 @@ class Dynamic:
         live = profiler.live_bytes
         floor = self._floor
         for tier in (free, rest):
-            while tier and live() - floor + need > budget:
-                self.shortfall = live() - floor + need - budget
+            while tier and (short := live() - floor + need - budget) > 0:
+                self.shortfall = short
                 best = min(range(len(tier)), key=lambda n: score(tier[n], now, self))
                 self._evict(tier.pop(best))
         if done and live() - floor + need > budget:
@@ -668,8 +668,8 @@ class Dynamic:
                     seen.add(id(b))
                     pinned.append(b)
             going = 0
-            while pinned and live() - floor - going + need > budget:
-                self.shortfall = live() - floor - going + need - budget
+            while pinned and (short := live() - floor - going + need - budget) > 0:
+                self.shortfall = short
                 best = min(range(len(pinned)), key=lambda n: score(pinned[n], now, self))
                 b = pinned.pop(best)
                 going += b.nbytes

@@ -113,7 +113,7 @@ from .graph import O, X, Graph, GraphPlan, Model
 from .schedules import parse_bytes
 
 METHODS = ("optimal", "lp", "greedy", "articulation", "blocks", "none")
-LP_SCALES = (1.0, 0.98, 0.96, 0.93, 0.9)    # budgets of the LPs "lp" rounds, as fractions of the budget
+LP_SCALES = (0.98, 0.96, 0.93, 0.9)    # tighter budgets "lp" rounds LPs at, after the budget itself (fractions)
 DEPTH = 2      # input paths of the covering cuts: 2 closes most of the relaxation's gap (Note [The MILP])
 DEPTH_OPS = 250    # above this many ops the paths stop at length 1: the LP with length 2 takes too long
 MILP_DEPTH = 1     # paths of "optimal"'s MILP: a smaller program, whose branch and bound goes faster
@@ -476,7 +476,7 @@ def _lp_plan(m, p, budget, time_limit, method):
         if known <= 1.1 * lower or known == cap or time.perf_counter() - t0 > time_limit / 2:
             break
         cap = known                  # solve again under the cheapest plan's cost: a smaller LP, a bound as valid
-    for scale in LP_SCALES[1:] if finished else ():   # Checkmate's trick: a tighter LP budget leaves the rounding room
+    for scale in LP_SCALES if finished else ():   # Checkmate's trick: a tighter LP budget leaves the rounding room
         if known <= 1.1 * lower or time.perf_counter() - t0 > time_limit / 2:
             break
         res = p.solve(budget * scale, integral=False, time_limit=min(left(), time_limit / 4), cap=known)
