@@ -1,15 +1,20 @@
-"""minigrad on CuPy against PyTorch CUDA: step time of MLPs, and peak device memory under checkpointing.
+"""minigrad on CuPy against PyTorch CUDA: step time of MLPs, eager and captured, and peak device memory.
 
 What it measures, on one CUDA device:
 
-1. One SGD training step (forward, cross-entropy, backward, update) of the same
-   MLP in minigrad-on-CuPy and in PyTorch eager CUDA: the toy MLP of
-   ``python -m minigrad train`` (width 64, depth 3, batch 64), and a wide MLP
-   where the GPU is busy (width 4096, batch 4096, depth 8, float32). Each step
-   is synchronised (``cupy.cuda.Device().synchronize()`` /
-   ``torch.cuda.synchronize()``) before the clock stops; the two libraries run
-   interleaved, and the reported numbers are medians of ``--steps`` steps after
-   ``--warmup`` steps. Target on the wide MLP: minigrad within 1.25x of PyTorch.
+1. One training step (forward, cross-entropy, backward, update) of the same
+   model in minigrad-on-CuPy and in PyTorch, each eager and captured as a CUDA
+   graph (``minigrad.cuda_graph``; ``torch.cuda.graph`` with ``capturable=True``
+   Adam), every step synchronised before the clock stops, the variants
+   interleaved, medians of ``--steps`` steps after ``--warmup``:
+   - the toy MLP of ``python -m minigrad train`` with its defaults: 3 residual
+     blocks of width 64 (x + Linear(relu(LayerNorm(x)))), LayerNorm and a linear
+     head, Adam(lr 0.003), spirals batches of 64, float32;
+   - a wide MLP where the GPU is busy: 8 layers Linear(4096, 4096) + ReLU and a
+     head of 10, batch 4096, SGD(lr 1e-3), float32; minigrad as Linear then ReLU
+     modules, and as ``Linear(activation="relu")`` (bias and ReLU one kernel),
+     also with fusion turned off (``kernels.disabled()``) to show what it saves.
+   Targets: toy MLP captured <= 1.0x PyTorch eager; wide MLP <= 1.02x PyTorch eager.
 2. Peak device memory of one step over a chain of 64 blocks Linear(4096, 4096)
    + Tanh at batch 4096: minigrad with none / sqrt / recursive / revolve(8) /
    sqrt with offloaded slots, measured by minigrad's profiler through CuPy's
@@ -18,12 +23,16 @@ What it measures, on one CUDA device:
    ``torch.utils.checkpoint.checkpoint_sequential`` (8 segments, non-reentrant).
    Peaks are reported above what was allocated before the step (the model and
    its gradients, which exist from a warm-up step).
+3. Where one wide layer's step time goes: each kernel of one Linear(4096,
+   4096)+ReLU layer's forward, backward and SGD update timed alone with CUDA
+   events (median of 20), minigrad fused and separate, PyTorch's counterparts.
 
 Run:  python benchmarks/gpu.py            (needs CuPy and a CUDA device; PyTorch optional)
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -35,7 +44,9 @@ add_repo_to_path()
 import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
+from minigrad import kernels  # noqa: E402
 from minigrad.checkpoint import checkpoint_sequential  # noqa: E402
+from minigrad.models import Classifier  # noqa: E402
 from minigrad.nn import functional as F  # noqa: E402
 
 
@@ -44,68 +55,231 @@ def _sync_cupy():
     cupy.cuda.Device().synchronize()
 
 
-# --------------------------------------------------------------------------- step time
+# --------------------------------------------------------------------------- step time: the models
 
 
-def mg_mlp(width, depth, n_in, n_out, dtype):
+def mg_wide(width, depth, n_in, n_out, fused):
     mg.manual_seed(0)
     sizes = [n_in] + [width] * depth
     layers = []
     for a, b in zip(sizes, sizes[1:]):
-        layers += [mg.nn.Linear(a, b, dtype=dtype, device="cuda"), mg.nn.ReLU()]
-    layers.append(mg.nn.Linear(sizes[-1], n_out, dtype=dtype, device="cuda"))
+        layers += ([mg.nn.Linear(a, b, device="cuda", activation="relu")] if fused
+                   else [mg.nn.Linear(a, b, device="cuda"), mg.nn.ReLU()])
+    layers.append(mg.nn.Linear(sizes[-1], n_out, device="cuda"))
     return mg.nn.Sequential(*layers)
 
 
-def torch_mlp(torch, width, depth, n_in, n_out, dtype):
+def torch_wide(torch, width, depth, n_in, n_out):
     torch.manual_seed(0)
     sizes = [n_in] + [width] * depth
     layers = []
     for a, b in zip(sizes, sizes[1:]):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     layers.append(torch.nn.Linear(sizes[-1], n_out))
-    return torch.nn.Sequential(*layers).to(device="cuda", dtype=dtype)
+    return torch.nn.Sequential(*layers).cuda()
 
 
-def time_steps(width, depth, batch, steps, warmup, torch):
-    """Median seconds per synchronised SGD step: {'minigrad': s, 'PyTorch': s}."""
-    n_in, n_out = width, 10
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((batch, n_in)).astype(np.float32)
-    y = rng.integers(0, n_out, batch)
-    model = mg_mlp(width, depth, n_in, n_out, np.float32)
-    opt = mg.optim.SGD(model.parameters(), lr=1e-3)
-    xs, ys = mg.tensor(X, device="cuda"), mg.tensor(y, device="cuda")
+def torch_toy(torch, width, depth, n_in, n_out):
+    """The train command's Classifier in PyTorch: stem, residual blocks x + W relu(LN(x)), LN, head."""
+    torch.manual_seed(0)
 
-    def mg_step():
-        loss = F.cross_entropy(model(xs), ys)
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.linear = torch.nn.LayerNorm(width), torch.nn.Linear(width, width)
+            with torch.no_grad():
+                self.linear.weight *= 1 / math.sqrt(depth)
+
+        def forward(self, x):
+            return x + self.linear(torch.relu(self.norm(x)))
+    return torch.nn.Sequential(torch.nn.Linear(n_in, width), *[Block() for _ in range(depth)],
+                               torch.nn.LayerNorm(width), torch.nn.Linear(width, n_out)).cuda()
+
+
+def mg_step(model, opt):
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        _sync_cupy()
+        return loss
+    return step
 
-    fns = {"minigrad": mg_step}
-    if torch is not None:
-        tmodel = torch_mlp(torch, width, depth, n_in, n_out, torch.float32)
-        topt = torch.optim.SGD(tmodel.parameters(), lr=1e-3)
-        tx, ty = torch.tensor(X, device="cuda"), torch.tensor(y, device="cuda")
 
-        def torch_step():
-            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
-            topt.zero_grad(set_to_none=True)
-            loss.backward()
-            topt.step()
-            torch.cuda.synchronize()
+def torch_step(torch, model, opt):
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
 
-        fns["PyTorch"] = torch_step
+
+def torch_graphed(torch, step, x, y):
+    """PyTorch's whole-step capture recipe: warm up on a side stream, capture, then replay."""
+    static_x, static_y = x.clone(), y.clone()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            step(static_x, static_y)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_loss = step(static_x, static_y)
+
+    def replay(x, y):
+        static_x.copy_(x)
+        static_y.copy_(y)
+        g.replay()
+        return static_loss
+    return replay
+
+
+def time_variants(fns, batches, steps, warmup, syncs):
+    """Median seconds per synchronised step of each variant, interleaved (order alternates each round)."""
     times = {k: [] for k in fns}
+    names = list(fns)
     for r in range(warmup + steps):
-        for name, fn in (fns.items() if r % 2 == 0 else reversed(list(fns.items()))):
+        x, y = batches[r % len(batches)]
+        for name in (names if r % 2 == 0 else names[::-1]):
+            fn, sync = fns[name], syncs[name]
+            xb, yb = x[name], y[name]
+            sync()
             t0 = time.perf_counter()
-            fn()
+            fn(xb, yb)
+            sync()
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_times(which, args, torch):
+    """{variant: median seconds} for the toy or the wide model."""
+    rng = np.random.default_rng(0)
+    if which == "toy":
+        X, Y = mg.data.spirals(200)
+        X = X.astype(np.float32)
+        n_in, n_out, batch = 2, int(Y.max()) + 1, 64
+        data = []
+        for _ in range(8):
+            idx = rng.choice(len(X), batch, replace=False)
+            data.append((X[idx], Y[idx].astype(np.int64)))
+    else:
+        n_in, n_out, batch = args.width, 10, args.batch
+        data = [(rng.standard_normal((batch, n_in)).astype(np.float32), rng.integers(0, n_out, batch))
+                for _ in range(2)]
+    fns, syncs, inputs = {}, {}, {}
+
+    def add(name, fn, dev_x, dev_y, sync):
+        fns[name], syncs[name] = fn, sync
+        inputs[name] = (dev_x, dev_y)
+
+    def mg_model(fused=True):
+        if which == "toy":
+            mg.manual_seed(0)
+            model = Classifier(n_in, 64, 3, n_out).to("cuda")
+            return model, mg.optim.Adam(model.parameters(), lr=0.003)
+        model = mg_wide(args.width, 8, n_in, n_out, fused)
+        return model, mg.optim.SGD(model.parameters(), lr=1e-3)
+    mgx = [mg.tensor(x, device="cuda") for x, _ in data]
+    mgy = [mg.tensor(y, device="cuda") for _, y in data]
+    variants = [("minigrad eager", False, True, None)]
+    if which == "wide":
+        variants = [("minigrad eager, Linear+ReLU modules", False, False, None),
+                    ("minigrad eager, Linear(activation)", False, True, None),
+                    ("minigrad eager, fusion off", False, True, "off")]
+    variants.append(("minigrad captured", True, True, None))
+    for name, captured, fused, mode in variants:
+        model, opt = mg_model(fused)
+        step = mg_step(model, opt)
+        if mode == "off":
+            plain = step
+
+            def step(x, y, plain=plain):
+                with kernels.disabled():
+                    return plain(x, y)
+        add(name, mg.cuda_graph(step) if captured else step, mgx, mgy, _sync_cupy)
+    if torch is not None:
+        tx = [torch.tensor(x, device="cuda") for x, _ in data]
+        ty = [torch.tensor(y, device="cuda") for _, y in data]
+        for name, captured in (("PyTorch eager", False), ("PyTorch CUDA graph", True)):
+            model = (torch_toy(torch, 64, 3, n_in, n_out) if which == "toy"
+                     else torch_wide(torch, args.width, 8, n_in, n_out))
+            opt = (torch.optim.Adam(model.parameters(), lr=0.003, capturable=captured) if which == "toy"
+                   else torch.optim.SGD(model.parameters(), lr=1e-3))
+            step = torch_step(torch, model, opt)
+            if captured:
+                step = torch_graphed(torch, step, tx[0], ty[0])
+            add(name, step, tx, ty, torch.cuda.synchronize)
+    batches = [({k: inputs[k][0][i] for k in fns}, {k: inputs[k][1][i] for k in fns}) for i in range(len(data))]
+    return time_variants(fns, batches, args.steps, args.warmup, syncs)
+
+
+# --------------------------------------------------------------------------- where the wide step's time goes
+
+
+def _event_median(fn, reps=20):
+    import cupy
+    fn()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end))
+    return statistics.median(times)
+
+
+def layer_breakdown(width, batch, torch):
+    """Rows (kernel, minigrad ms, PyTorch ms) for one Linear(width, width)+ReLU layer's step."""
+    import cupy as cp
+    rng = np.random.default_rng(0)
+    X = cp.asarray(rng.standard_normal((batch, width)).astype(np.float32))
+    W = cp.asarray((rng.standard_normal((width, width)) / math.sqrt(width)).astype(np.float32))
+    b = cp.asarray(rng.standard_normal(width).astype(np.float32))
+    G = cp.asarray(rng.standard_normal((batch, width)).astype(np.float32))
+    Y = cp.maximum(X @ W.T + b, 0)
+    GW = cp.asarray(rng.standard_normal((width, width)).astype(np.float32))
+    rows = []
+
+    def off(fn):
+        def run():
+            with kernels.disabled():
+                fn()
+        return run
+    mgk = {
+        "forward matmul x @ W.T": lambda: X @ W.T,
+        "bias + ReLU, fused (in place)": lambda: kernels.bias_act_(Y, b, "relu"),
+        "bias + ReLU, separate": off(lambda: kernels.bias_act_(Y, b, "relu")),
+        "ReLU backward, fused": lambda: kernels.relu_backward(G, Y),
+        "ReLU backward, separate": off(lambda: kernels.relu_backward(G, Y)),
+        "dX = g @ W": lambda: G @ W,
+        "dW = g.T @ x": lambda: G.T @ X,
+        "db = g.sum(axis=0)": lambda: G.sum(axis=0),
+        "SGD update, fused": lambda: kernels.sgd_(W, GW, None, 1e-9, 0.0, 0.0),
+        "SGD update, separate": off(lambda: kernels.sgd_(W, GW, None, 1e-9, 0.0, 0.0)),
+    }
+    tk = {}
+    if torch is not None:
+        tX, tW, tb, tG, tGW = (torch.as_tensor(a, device="cuda") for a in (X, W, b, G, GW))
+        tY = torch.relu(torch.addmm(tb, tX, tW.t()))
+        tk = {"forward matmul x @ W.T": lambda: torch.addmm(tb, tX, tW.t()),
+              "bias + ReLU, fused (in place)": lambda: torch.relu_(tY),
+              "ReLU backward, fused": lambda: torch.ops.aten.threshold_backward(tG, tY, 0),
+              "dX = g @ W": lambda: tG @ tW,
+              "dW = g.T @ x": lambda: tG.t() @ tX,
+              "db = g.sum(axis=0)": lambda: tG.sum(0),
+              "SGD update, fused": lambda: torch._foreach_add_([tW], [tGW], alpha=-1e-9)}
+    for name, fn in mgk.items():
+        t = _event_median(tk[name]) if name in tk else float("nan")
+        rows.append([name, f"{_event_median(fn):.3f}", "" if math.isnan(t) else f"{t:.3f}"])
+    if torch is not None:
+        rows.append(["(PyTorch: addmm adds the bias in the matmul; ReLU in place; SGD foreach)", "", ""])
+    return rows
 
 
 # --------------------------------------------------------------------------- device memory
@@ -194,16 +368,26 @@ def main(argv=None):
              f"CuPy {cupy.__version__}"]
     print("\n".join(machine_report(torch, notes)))
 
-    print("\n1. One SGD step, synchronised (median of %d after %d warm-up)" % (args.steps, args.warmup))
+    print("\n1. One training step, synchronised (median of %d after %d warm-up, variants interleaved)"
+          % (args.steps, args.warmup))
     rows = []
-    for label, (w, d, b) in (("toy MLP (width 64, depth 3, batch 64)", (64, 3, 64)),
-                             (f"wide MLP (width {args.width}, depth 8, batch {args.batch})", (args.width, 8, args.batch))):
-        t = time_steps(w, d, b, args.steps, args.warmup, torch)
-        ratio = t["minigrad"] / t["PyTorch"] if "PyTorch" in t else float("nan")
-        rows.append([label, f"{t['minigrad'] * 1e3:.3f}", f"{t.get('PyTorch', float('nan')) * 1e3:.3f}",
-                     f"{ratio:.2f}x"])
-    print(table(["model", "minigrad ms", "PyTorch ms", "minigrad / PyTorch"], rows))
-    print("target: minigrad within 1.25x of PyTorch eager on the wide MLP")
+    verdicts = []
+    for which, label in (("toy", "toy MLP: train defaults (3 residual blocks of 64, batch 64, Adam)"),
+                         ("wide", f"wide MLP: 8 x Linear({args.width})+ReLU, batch {args.batch}, SGD")):
+        t = step_times(which, args, torch)
+        ref = t.get("PyTorch eager")
+        for name, sec in t.items():
+            rows.append([label, name, f"{sec * 1e3:.3f}", f"{sec / ref:.2f}x" if ref else ""])
+            label = ""
+        if ref:
+            goal, best = (("minigrad captured", 1.0) if which == "toy"
+                          else ("minigrad eager, Linear(activation)", 1.02))
+            ratio = t[goal] / ref
+            verdicts.append(f"{which}: {goal} / PyTorch eager = {ratio:.3f} (target <= {best}): "
+                            f"{'met' if ratio <= best else 'MISSED'}")
+    print(table(["model", "variant", "ms per step", "/ PyTorch eager"], rows))
+    for v in verdicts:
+        print("target " + v)
 
     print(f"\n2. Peak device memory of one step, {args.depth} blocks Linear({args.width},{args.width})+Tanh, "
           f"batch {args.batch}, float32 (above the model and its gradients)")
@@ -214,6 +398,10 @@ def main(argv=None):
                  for k, v in torch_chain_peaks(torch, args.width, args.batch, args.depth).items()]
     print(table(["library", "strategy", "peak MiB", "units"], rows))
     print(f"1 unit = one block output = {unit / 2**20:.1f} MiB")
+
+    print(f"\n3. One Linear({args.width},{args.width})+ReLU layer at batch {args.batch}: each kernel alone "
+          "(CUDA events, median of 20), ms")
+    print(table(["kernel", "minigrad", "PyTorch"], layer_breakdown(args.width, args.batch, torch)))
     return 0
 
 

@@ -2,7 +2,7 @@
 from . import autograd, backend, errors, profiler, random
 from .autograd import enable_grad, is_grad_enabled, no_grad, tape
 from .backend import cuda_available, device
-from .errors import (ArgumentError, CheckpointError, DeviceError, DTypeError, GradcheckError, GraphError,
+from .errors import (ArgumentError, CaptureError, CheckpointError, DeviceError, DTypeError, GradcheckError, GraphError,
                      IndexingError, MinigradError, ScheduleError, ShapeError, StateDictError)
 from .profiler import profile
 from .random import manual_seed
@@ -11,5 +11,6 @@ from .tensor import (Tensor, concatenate, exp, get_default_dtype, log, maximum, 
 from .gradcheck import gradcheck  # noqa: E402
 from . import data, nn, optim  # noqa: E402
 from . import checkpoint  # noqa: E402
+from .capture import CapturedStep, cuda_graph  # noqa: E402
 
 __version__ = "0.1.0"

@@ -282,6 +282,10 @@ def measure_step(model, x, target, loss_fn):
 
 def cmd_train(args):
     """Train; under ``dynamic:BYTES`` the whole run is one dynamic-rematerialization region."""
+    if args.graph and args.checkpoint[0] == "dynamic":
+        raise CLIError("--graph cannot capture dynamic rematerialisation: it decides evictions on the host from "
+                       "the memory each step measures, which a CUDA graph would freeze; use a static strategy "
+                       "(e.g. --checkpoint sqrt or budget:BYTES) with --graph, or drop --graph")
     if args.checkpoint[0] != "dynamic":
         return _train(args, None)
     with dynamic(**args.checkpoint[1]) as region:
@@ -348,6 +352,9 @@ def _check_budget(checkpoint, needs, batch, exact=False):
 
 def _train(args, region):
     device = pick_device(args.device)
+    if args.graph and device != "cuda":
+        raise CLIError(f"--graph captures the training step as a CUDA graph and needs --device cuda (the device "
+                       f"is {device}); drop --graph on the CPU")
     if args.plot:
         _pyplot()                        # a missing matplotlib is found before training, not after
     dtype = np.dtype(args.dtype)
@@ -371,6 +378,14 @@ def _train(args, region):
     rng = np.random.default_rng(args.seed)
     xp = mg.device(device).xp
     losses = []
+
+    def step(xb, yb):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    graphs = {}      # --graph: one captured step per batch size (the last batch may be shorter)
     start = time.perf_counter()
     with progress(range(args.epochs), desc="train", unit="epoch", enabled=not args.quiet, delay=0) as bar:
         for _ in bar:
@@ -380,10 +395,9 @@ def _train(args, region):
             total = 0.0
             for k in range(0, n, batch):
                 idx = order[k:k + batch]
-                loss = F.cross_entropy(model(xs[idx]), ys.data[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                if args.graph and len(idx) not in graphs:
+                    graphs[len(idx)] = mg.cuda_graph(step)
+                loss = graphs.get(len(idx), step)(xs[idx], ys.data[idx])
                 total = total + loss.data * len(idx)
             losses.append(float(total) / n)
             bar.set_postfix_str(f"loss {losses[-1]:.4f}", refresh=False)     # shown at the bar's own pace
@@ -393,8 +407,9 @@ def _train(args, region):
     peak = prof.peak_bytes - prof.start_bytes
     f = prof.flops
     held = f"held-out accuracy {acc_test:.4f} ({plural(len(y_test), 'point')})" if len(y_test) else "no held-out points"
+    graph = (f", steps replayed from {plural(len(graphs), 'CUDA graph')}" if args.graph else "")
     print(f"training accuracy {acc_train:.4f} ({plural(n, 'point')}) | {held} | loss {losses[-1]:.4f} | "
-          f"{plural(args.epochs, 'epoch')} in {elapsed:.1f} s on {device}, {args.dtype}")
+          f"{plural(args.epochs, 'epoch')} in {elapsed:.1f} s on {device}, {args.dtype}{graph}")
     print(f"model: {args.depth} residual blocks of width {args.width} "
           f"(x + Linear(relu(LayerNorm(x))), branch scaled by 1/sqrt(depth))")
     print(describe_plan(model, xs[:batch], args.checkpoint, needs, args.bytes))
@@ -811,6 +826,8 @@ def build_parser():
                    help=f"checkpoint the chain of blocks: {STRATEGY_CHOICES} (none)")
     t.add_argument("--plot", type=_plot_path, metavar="PATH",
                    help="save the decision boundary and loss curve (.png unless PATH says .pdf, .svg, .jpg)")
+    t.add_argument("--graph", action="store_true",
+                   help="capture the training step as a CUDA graph once and replay it (needs --device cuda)")
     _common_arguments(t)
     t.set_defaults(func=cmd_train)
 

@@ -43,3 +43,7 @@ class ScheduleError(MinigradError, ValueError):
 
 class GradcheckError(MinigradError, AssertionError):
     """``gradcheck`` found a gradient from backward that disagrees with central finite differences."""
+
+
+class CaptureError(MinigradError, RuntimeError):
+    """A step that cannot be captured as a CUDA graph, or a call that does not fit the captured one."""

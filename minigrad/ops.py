@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import profiler
+from . import kernels, profiler
 from .autograd import Function
 from .backend import xp_of
 from .errors import ArgumentError, DTypeError, ShapeError
@@ -235,7 +235,7 @@ class MatMul(Function):
                     f"{b.shape[:-2]} that do not broadcast (each must be equal or 1). Reshape one operand "
                     "so the leading dimensions line up.") from None
         self.save_for_backward(a, b)
-        return xp_of(a).matmul(a, b)
+        return kernels.matmul(a, b) if a.ndim == 2 and b.ndim == 2 else xp_of(a).matmul(a, b)
 
     def replay(self, a, b, out):
         self.save_for_backward(a, b)
@@ -254,11 +254,12 @@ class MatMul(Function):
         if a.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
+        mm = kernels.matmul if g2.ndim == 2 and a2.ndim == 2 and b2.ndim == 2 else xp.matmul
         if na:
-            ga = unbroadcast(xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape)
+            ga = unbroadcast(mm(g2, xp.swapaxes(b2, -1, -2)), a2.shape)
             ga = ga.reshape(a.shape)
         if nb:
-            gb = unbroadcast(xp.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape)
+            gb = unbroadcast(mm(xp.swapaxes(a2, -1, -2), g2), b2.shape)
             gb = gb.reshape(b.shape)
         return ga, gb
 
@@ -269,9 +270,15 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """``x @ W.T + b`` in one node (PyTorch's layout: W is (out, in)); the bias is added in place."""
+    """``act(x @ W.T + b)`` in one node (PyTorch's layout: W is (out, in)); bias and activation in place.
 
-    def forward(self, x, w, b=None):
+    ``activation`` is None, "relu" or "tanh". With one, the node also saves its
+    output (the activation's backward needs it, as ReLU's and Tanh's do), and on
+    CuPy the bias and the activation are one fused kernel over the matmul's output,
+    their backward one kernel too (``minigrad.kernels``).
+    """
+
+    def forward(self, x, w, b=None, activation=None):
         if w.ndim != 2 or x.ndim == 0:
             raise ShapeError(f"linear: needs an input with at least one dimension and a 2-d weight "
                              f"(out_features, in_features), got input {x.shape} and weight {w.shape}")
@@ -282,31 +289,38 @@ class Linear(Function):
         if b is not None and b.shape != (w.shape[0],):
             raise ShapeError(f"linear: bias of shape {b.shape} does not fit the weight of shape {w.shape}; "
                              f"it needs shape ({w.shape[0]},), one value per output feature")
+        if activation not in (None,) + kernels.ACTIVATIONS:
+            raise ArgumentError(f"linear: activation must be None, 'relu' or 'tanh', got {activation!r}")
+        y = kernels.bias_act_(kernels.matmul(x, w.T), b, activation)
+        self.activation = activation
         if self.requires_grad:
-            self.save_for_backward(x, w)
             self.has_bias = b is not None
-        y = x @ w.T
-        if b is not None:
-            if b.dtype == y.dtype:
-                y += b
-            else:  # in place would cast a float64 bias down to a float32 product; follow NumPy promotion
-                y = y + b
+            if activation is None:
+                self.save_for_backward(x, w)
+            else:
+                self.save_for_backward(x, w, y)
         return y
 
-    def replay(self, x, w, b=None, out=None):
+    def replay(self, x, w, b=None, out=None, activation=None):
+        self.activation = activation
         if self.requires_grad:
-            self.save_for_backward(x, w)
             self.has_bias = b is not None
+            if activation is None:
+                self.save_for_backward(x, w)
+            else:
+                self.save_for_backward(x, w, out)
 
     def backward(self, g):
-        x, w = self.saved
+        x, w = self.saved[:2]
+        if self.activation is not None:
+            g = kernels.act_backward(g, self.saved[2], self.activation)
         nx, nw = self.needs_input_grad[:2]
-        gx = g @ w if nx else None
+        gx = kernels.matmul(g, w) if nx else None
         gw = gb = None
         if nw or (self.has_bias and self.needs_input_grad[2]):
             g2 = g.reshape(-1, g.shape[-1])
             if nw:
-                gw = g2.T @ x.reshape(-1, x.shape[-1])
+                gw = kernels.matmul(g2.T, x.reshape(-1, x.shape[-1]))
             if self.has_bias and self.needs_input_grad[2]:
                 gb = g2.sum(axis=0)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
@@ -314,14 +328,18 @@ class Linear(Function):
     def flops(self, inputs, out):
         x, w = inputs[0], inputs[1]
         rows = _size(x) // max(x.shape[-1], 1)
-        return 2 * rows * w.shape[0] * w.shape[1] + (rows * w.shape[0] if len(inputs) > 2 else 0)
+        return (2 * rows * w.shape[0] * w.shape[1] + (rows * w.shape[0] if len(inputs) > 2 else 0)
+                + (rows * w.shape[0] if self.activation is not None else 0))
 
     def backward_flops(self):
-        """2·rows·in·out for each of dx and dW that is needed, rows·out for the bias."""
-        bias = math.prod(self.out_meta[0][0]) if self.has_bias else 0
-        matmul = self.fwd_flops - bias
+        """2·rows·in·out for each of dx and dW that is needed, rows·out for the bias and the activation."""
+        size = math.prod(self.out_meta[0][0])
+        act = size if self.activation is not None else 0
+        bias = size if self.has_bias else 0
+        matmul = self.fwd_flops - bias - act
         nx, nw = self.needs_input_grad[:2]
-        return matmul * (int(nx) + int(nw)) + (bias if self.has_bias and self.needs_input_grad[2] else 0)
+        return (matmul * (int(nx) + int(nw)) + (bias if self.has_bias and self.needs_input_grad[2] else 0)
+                + act)
 
 
 # --------------------------------------------------------------------------- elementwise unary
@@ -369,12 +387,7 @@ class Tanh(_Unary):
         return out
 
     def backward(self, g):
-        y = self.saved[0]
-        xp = xp_of(y)
-        d = xp.multiply(y, y, out=xp.empty_like(y))   # one temporary, reused in place: g * (1 - y²)
-        xp.subtract(1, d, out=d)
-        d *= g
-        return (d,)
+        return (kernels.tanh_backward(g, self.saved[0]),)   # one array: g * (1 - y²)
 
 
 class Sigmoid(_Unary):
@@ -398,7 +411,7 @@ class ReLU(_Unary):
         return out
 
     def backward(self, g):
-        return (g * (self.saved[0] > 0),)
+        return (kernels.relu_backward(g, self.saved[0]),)
 
 
 class Sqrt(_Unary):

@@ -1,10 +1,18 @@
-"""Optimizers with PyTorch's update rules, updating parameters in place."""
+"""Optimizers with PyTorch's update rules, updating parameters in place.
+
+Each update is one call into ``minigrad.kernels``: NumPy's expressions on the
+CPU, one fused kernel per parameter on CuPy. Everything an update reads or
+writes stays where it is (parameters, moments, Adam's step count on the
+device), so a training step can be captured as a CUDA graph and replayed
+(``minigrad.cuda_graph``).
+"""
 from __future__ import annotations
 
-import math
 import warnings
 
-from . import checks, profiler
+import numpy as np
+
+from . import checks, kernels, profiler
 from .errors import ArgumentError, DTypeError, MinigradError
 from .tensor import Tensor
 
@@ -24,15 +32,16 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def _gradients(self, weight_decay):
-        """(parameter, gradient) for each parameter that has one, with L2 weight decay added."""
+    def _gradients(self):
+        """(parameter, gradient array) for each parameter that has a gradient."""
         for p in self.params:
-            if p.grad is None:
-                continue
-            g = p.grad.data
-            if weight_decay:
-                g = g + weight_decay * p.data
-            yield p, g
+            if p.grad is not None:
+                yield p, p.grad.data
+
+    @staticmethod
+    def _updated(p):
+        """Tell the tape that ``p`` changed in place (arrays saved from it are now out of date)."""
+        p._set_data(p._data)
 
     def step(self):
         raise NotImplementedError
@@ -77,21 +86,20 @@ class SGD(Optimizer):
 
     def step(self):
         """Update every parameter that has a gradient."""
-        for p, g in self._gradients(self.weight_decay):
+        for p, g in self._gradients():
+            buf = None
             if self.momentum:
                 st = self.state.get(id(p))
-                if st is None:
-                    buf = profiler.track(g.copy())
-                    self.state[id(p)] = {"momentum_buffer": buf}
-                else:
-                    buf = st["momentum_buffer"]
-                    buf *= self.momentum
-                    buf += g
-                g = buf
-            if g.dtype == p.data.dtype:
-                p.data -= self.lr * g
-            else:
-                p.data -= (self.lr * g).astype(p.data.dtype)
+                if st is None:   # the first step: the buffer starts as the gradient itself
+                    if self.weight_decay:
+                        g = g + self.weight_decay * p.data
+                    self.state[id(p)] = {"momentum_buffer": profiler.track(g.copy())}
+                    kernels.sgd_(p.data, self.state[id(p)]["momentum_buffer"], None, self.lr, 0.0, 0.0)
+                    self._updated(p)
+                    continue
+                buf = st["momentum_buffer"]
+            kernels.sgd_(p.data, g, buf, self.lr, self.momentum, self.weight_decay)
+            self._updated(p)
 
 
 class Adam(Optimizer):
@@ -109,24 +117,20 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
     def step(self):
-        """Update every parameter that has a gradient."""
-        b1, b2 = self.betas
-        for p, g in self._gradients(self.weight_decay):
+        """Update every parameter that has a gradient.
+
+        The step count is a Python int for NumPy parameters and a one-element device
+        array for CuPy ones, counted on the device (Note [Adam's step count on the
+        device] in ``minigrad.kernels``).
+        """
+        for p, g in self._gradients():
             st = self.state.get(id(p))
             if st is None:
                 xp = p.device.xp
-                st = self.state[id(p)] = {"step": 0,
+                st = self.state[id(p)] = {"step": 0 if xp is np else profiler.track(xp.zeros(1, np.int64)),
                                           "exp_avg": profiler.track(xp.zeros_like(p.data)),
                                           "exp_avg_sq": profiler.track(xp.zeros_like(p.data))}
             st["step"] += 1
-            t = st["step"]
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            bias1 = 1 - b1 ** t
-            bias2 = 1 - b2 ** t
-            step_size = self.lr / bias1
-            denom = p.device.xp.sqrt(v) / math.sqrt(bias2) + self.eps
-            p.data -= (step_size * (m / denom)).astype(p.data.dtype, copy=False)
+            kernels.adam_(p.data, g, st["exp_avg"], st["exp_avg_sq"], st["step"], self.lr, self.betas, self.eps,
+                          self.weight_decay)
+            self._updated(p)

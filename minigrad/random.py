@@ -1,9 +1,12 @@
 """Random numbers: one generator per device, whose whole state is two integers.
 
 The state is ``(seed, counter)``: each draw uses a fresh stream keyed by both
-(NumPy's SeedSequence on the CPU, the same key on CuPy) and then bumps the
-counter. Capturing and restoring state is therefore free, which is what
-checkpointing needs to replay dropout masks exactly during recompute.
+and then bumps the counter. Capturing and restoring state is therefore free,
+which is what checkpointing needs to replay dropout masks exactly during
+recompute. On the CPU the stream is NumPy's ``default_rng`` seeded by the pair;
+on CuPy it is a counter-based hash computed by one kernel, whose key can also
+come from device memory, so a replayed CUDA graph draws fresh numbers each
+time (Note [Random numbers on the device] in ``minigrad.kernels``).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from . import kernels
 from .backend import CPU, Device, device as _device
 from .errors import ArgumentError
 
@@ -24,6 +28,8 @@ class Generator:
         self.device = dev
         self.seed = int(seed)
         self.counter = 0
+        self.device_state = None   # the (seed delta, counter offset) array a captured graph reads
+        self._zero_state = None    # the one every eager CuPy draw reads: zeros
 
     def get_state(self) -> tuple:
         """The full state, to hand back to ``set_state`` later."""
@@ -37,30 +43,41 @@ class Generator:
         """Restart the stream from ``seed``."""
         self.seed, self.counter = int(seed), 0
 
-    def _stream(self):
-        key = (self.seed, self.counter)
-        self.counter += 1
-        if self.device.type == "cpu":
-            return np.random.default_rng(key)
+    def _cuda_draw(self, fn, shape, dtype):
         cp = self.device.xp
         with cp.cuda.Device(self.device.index or 0):
-            # CuPy seeds take one integer; fold the pair into 63 bits.
-            folded = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]) >> 1
-            return cp.random.default_rng(folded)
+            state = self.device_state
+            if state is None:
+                if self._zero_state is None:
+                    self._zero_state = cp.zeros(2, np.int64)
+                state = self._zero_state
+            out = fn(cp, shape, dtype, self.seed, self.counter, state)
+        self.counter += 1
+        return out
 
     def uniform(self, shape, dtype, low=0.0, high=1.0):
         """Uniform [low, high) samples of ``dtype`` on this generator's device."""
-        rng = self._stream()
-        out = rng.random(shape, dtype=np.float64 if np.dtype(dtype) != np.float32 else np.float32)
+        f32 = np.dtype(dtype) == np.float32
+        if self.device.type == "cpu":
+            rng = np.random.default_rng((self.seed, self.counter))
+            self.counter += 1
+            out = rng.random(shape, dtype=np.float32 if f32 else np.float64)
+        else:
+            out = self._cuda_draw(kernels.device_uniform, shape, dtype)
         if low != 0.0 or high != 1.0:
             out = out * (high - low) + low
         return out.astype(dtype, copy=False)
 
     def normal(self, shape, dtype):
         """Standard normal samples of ``dtype`` on this generator's device."""
-        rng = self._stream()
-        use = np.float32 if np.dtype(dtype) == np.float32 else np.float64
-        return rng.standard_normal(shape, dtype=use).astype(dtype, copy=False)
+        f32 = np.dtype(dtype) == np.float32
+        if self.device.type == "cpu":
+            rng = np.random.default_rng((self.seed, self.counter))
+            self.counter += 1
+            out = rng.standard_normal(shape, dtype=np.float32 if f32 else np.float64)
+        else:
+            out = self._cuda_draw(kernels.device_normal, shape, dtype)
+        return out.astype(dtype, copy=False)
 
 
 _generators: dict = {}

@@ -210,3 +210,245 @@ def test_train_command_on_the_gpu(capsys):
     # Same seed, same initial weights (built on the CPU, then moved): the runs differ only
     # by float32 rounding in the device's kernels.
     assert accuracy["cuda"] >= 0.95 and abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.01, accuracy
+
+
+# --------------------------------------------------------------------------- fused kernels
+
+def _bits(a):
+    """The raw bits of a device or host array, so -0.0 and 0.0 (or two NaNs) are told apart."""
+    import cupy
+    a = cupy.asnumpy(a) if not isinstance(a, np.ndarray) else a
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_activation_kernels_equal_the_separate_kernels_bit_for_bit(dtype):
+    import cupy
+    from minigrad import kernels
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((257, 130)).astype(dtype)
+    Y = np.tanh(rng.standard_normal((257, 130))).astype(dtype)
+    Y[0, :5] = [0.0, -0.0, 1e-30, -1e-30, 0.5]
+    B = rng.standard_normal(130).astype(dtype)
+    g, y, b = cupy.asarray(G), cupy.asarray(Y), cupy.asarray(B)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for fn in (kernels.relu_backward, kernels.tanh_backward):
+        fused = fn(g, y)
+        with kernels.disabled():
+            plain = fn(g, y)
+        assert np.array_equal(_bits(fused), _bits(plain)), fn.__name__
+        np.testing.assert_allclose(cupy.asnumpy(fused), fn(G, Y), **tol)
+    for act in ("relu", "tanh"):
+        fused = kernels.bias_act_(y.copy(), b, act)
+        with kernels.disabled():
+            plain = kernels.bias_act_(y.copy(), b, act)
+        assert np.array_equal(_bits(fused), _bits(plain)), act
+        np.testing.assert_allclose(cupy.asnumpy(fused), kernels.bias_act_(Y.copy(), B, act), **tol)
+    assert {"relu_backward", "tanh_backward", "bias_relu", "bias_tanh"} <= set(kernels._cache)
+
+
+@pytest.mark.parametrize("name,kw", [("SGD", {"lr": 0.1}), ("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+                                     ("Adam", {"lr": 1e-2}), ("Adam", {"lr": 1e-2, "weight_decay": 0.01})],
+                         ids=["sgd", "sgd-momentum-decay", "adam", "adam-decay"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_optimizer_updates_equal_the_separate_kernels_and_the_cpu(name, kw, dtype):
+    from minigrad import kernels
+    rng = np.random.default_rng(1)
+    P0 = [rng.standard_normal(s).astype(dtype) for s in ((33, 17), (17,))]
+    grads = [[rng.standard_normal(p.shape).astype(dtype) for p in P0] for _ in range(6)]
+    results = {}
+    for run in ("cpu", "fused", "plain"):
+        dev = "cpu" if run == "cpu" else "cuda"
+        params = [mg.tensor(p, requires_grad=True, device=dev) for p in P0]
+        opt = getattr(mg.optim, name)(params, **kw)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = mg.tensor(g, device=dev)
+            if run == "plain":
+                with kernels.disabled():
+                    opt.step()
+            else:
+                opt.step()
+        results[run] = [p.numpy() for p in params]
+    for f, p in zip(results["fused"], results["plain"]):
+        assert np.array_equal(_bits(f), _bits(p))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for f, c in zip(results["fused"], results["cpu"]):
+        np.testing.assert_allclose(f, c, **tol)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_linear_with_activation_equals_linear_then_activation_on_the_device(act):
+    rng = np.random.default_rng(2)
+    mg.manual_seed(0)
+    fused = mg.nn.Linear(48, 40, device="cuda", activation=act)
+    plain = mg.nn.Sequential(mg.nn.Linear(48, 40, device="cuda"), mg.nn.ReLU() if act == "relu" else mg.nn.Tanh())
+    plain[0].weight.data[...] = fused.weight.data
+    plain[0].bias.data[...] = fused.bias.data
+    X = rng.standard_normal((64, 48)).astype(np.float32)
+    outs, grads = [], []
+    for model in (fused, plain):
+        x = mg.tensor(X, requires_grad=True, device="cuda")
+        y = model(x)
+        (y * y).sum().backward()
+        outs.append(y.numpy())
+        grads.append([x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()])
+    assert np.array_equal(_bits(outs[0]), _bits(outs[1]))
+    for a, b in zip(*grads):
+        assert np.array_equal(_bits(a), _bits(b))
+
+
+# --------------------------------------------------------------------------- random numbers on the device
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_random_numbers_are_uniform_normal_and_keyed_by_seed_and_counter(dtype):
+    gen = mg.random.generator("cuda")
+    gen.manual_seed(5)
+    a = gen.uniform((1000, 1000), dtype)
+    b = gen.uniform((1000, 1000), dtype)
+    n = gen.normal((1000, 1000), dtype)
+    assert a.dtype == dtype and float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    assert abs(float(a.mean()) - 0.5) < 2e-3 and abs(float(a.var()) - 1 / 12) < 1e-3
+    assert abs(float(n.mean())) < 5e-3 and abs(float(n.std()) - 1.0) < 5e-3
+    # neighbouring elements and consecutive draws are not correlated
+    A = a.get().ravel()
+    assert abs(np.corrcoef(A[:-1], A[1:])[0, 1]) < 5e-3
+    assert abs(np.corrcoef(A, b.get().ravel())[0, 1]) < 5e-3
+    gen.manual_seed(5)
+    assert np.array_equal(_bits(gen.uniform((1000, 1000), dtype)), _bits(a))
+    gen.set_state((5, 1))
+    assert np.array_equal(_bits(gen.uniform((1000, 1000), dtype)), _bits(b))
+
+
+# --------------------------------------------------------------------------- captured steps (CUDA graphs)
+
+def _batches(n=6, batch=64):
+    X, y = mg.data.spirals(200)
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        idx = rng.choice(len(X), batch, replace=False)
+        out.append((mg.tensor(X[idx], device="cuda"), mg.tensor(y[idx], device="cuda")))
+    return out
+
+
+def _run(strategy, captured, optimizer="adam", steps=6):
+    """Train ``_mlp`` (Dropout, BatchNorm) for ``steps`` steps; return losses, parameters, buffers, RNG state."""
+    model = _mlp("cuda")
+    opt = (mg.optim.Adam(model.parameters(), lr=1e-2) if optimizer == "adam"
+           else mg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3))
+
+    def step(x, y):
+        h = model(x) if strategy == "none" else checkpoint_sequential(list(model), x, strategy=strategy, slots=2)
+        loss = F.cross_entropy(h, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    run = mg.cuda_graph(step) if captured else step
+    losses = [run(x, y).numpy().copy() for x, y in _batches(steps)]
+    state = [p.numpy() for p in model.parameters()] + [b.numpy() for b in model.buffers()]
+    return losses, state, mg.random.generator("cuda").get_state(), run
+
+
+@pytest.mark.parametrize("strategy", ["none", "sqrt", "revolve"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_captured_step_equals_the_eager_step_bit_for_bit(strategy, optimizer):
+    eager = _run(strategy, False, optimizer)
+    graph = _run(strategy, True, optimizer)
+    run = graph[3]
+    assert run.captured and run.replays == 5 and run.draws >= 1     # call 1 eager, then 5 launches
+    assert len(set(float(v) for v in eager[0])) == 6                 # the steps differ (batches, dropout)
+    for a, b in zip(eager[0], graph[0]):
+        assert np.array_equal(_bits(a), _bits(b))
+    for a, b in zip(eager[1], graph[1]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert eager[2] == graph[2]                                       # the generator advanced as eagerly
+
+
+def test_each_replay_draws_fresh_dropout_masks():
+    drop = mg.nn.Dropout(0.5)
+    masks = []
+
+    def step(x):
+        return drop(x)
+    run = mg.cuda_graph(step)
+    x = mg.ones(256, 256, device="cuda")
+    mg.manual_seed(7)
+    for _ in range(4):
+        masks.append(run(x).numpy() != 0)
+    mg.manual_seed(7)
+    eager = [drop(x).numpy() != 0 for _ in range(4)]
+    assert run.replays == 3
+    assert all(np.array_equal(a, b) for a, b in zip(masks, eager))
+    assert not np.array_equal(masks[2], masks[3])
+    # reseeding between replays is seen by the next replay
+    mg.manual_seed(7)
+    assert np.array_equal(run(x).numpy() != 0, eager[0])
+
+
+def _simple_step():
+    mg.manual_seed(0)
+    model = mg.nn.Sequential(mg.nn.Linear(2, 16, device="cuda", activation="tanh"), mg.nn.Linear(16, 3, device="cuda"))
+    opt = mg.optim.SGD(model.parameters(), lr=0.1)
+    return model, opt
+
+
+def test_a_step_that_copies_to_the_host_is_refused_clearly_and_the_device_still_works():
+    model, opt = _simple_step()
+
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    run = mg.cuda_graph(step)
+    (x, y), = _batches(1)
+    run(x, y)                                   # eager: fine
+    with pytest.raises(mg.CaptureError, match=r"host.*test_gpu.py:\d+ in step"):
+        run(x, y)
+    assert float((mg.ones(3, device="cuda") * 2).sum().item()) == 6.0
+
+
+def test_a_captured_step_refuses_other_shapes_python_outputs_and_offloading():
+    model, opt = _simple_step()
+
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    run = mg.cuda_graph(step)
+    (x, y), = _batches(1)
+    run(x, y)
+    run(x, y)
+    with pytest.raises(mg.CaptureError, match=r"args\[0\] is shape \(32, 2\).*captured with shape \(64, 2\)"):
+        run(x[:32], y[:32])
+    with pytest.raises(mg.CaptureError, match="requires grad"):
+        run(x.detach().requires_grad_(True), y)
+    bad = mg.cuda_graph(lambda x: ((x * 2).sum(), 1.5))
+    bad(x)
+    with pytest.raises(mg.CaptureError, match=r"returned float 1.5 at \[1\]"):
+        bad(x)
+    # 16 layers under sqrt: 4 segments, and the slots of the middle ones are copied to the host
+    layers = [mg.nn.Tanh() for _ in range(16)]
+    w = mg.ones(8, 8, device="cuda", requires_grad=True)
+    off = mg.cuda_graph(lambda d: (checkpoint_sequential(layers, w * d, "sqrt", offload=True) ** 2).sum())
+    d = mg.ones(8, 8, device="cuda")
+    off(d)
+    with pytest.raises(mg.CaptureError, match="host"):
+        off(d)
+
+
+def test_train_with_graph_matches_eager_training_on_the_device(capsys):
+    from minigrad.cli import main
+    lines = {}
+    for extra in ([], ["--graph"]):
+        assert main(["train", "--device", "cuda", "--quiet", "--epochs", "20", *extra]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        lines[bool(extra)] = first.split(" | 20 epochs")[0]
+        if extra:
+            assert "replayed from 2 CUDA graphs" in first
+    assert lines[True] == lines[False]

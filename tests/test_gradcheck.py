@@ -176,6 +176,21 @@ def test_linear(xshape, bias):
     assert mg.gradcheck(F.linear, *args)
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("xshape", [(5, 3), (3,), (2, 4, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_activation(xshape, bias, act):
+    x, w = normal(*xshape, seed=1), normal(2, 3, seed=2)
+    args = (x, w, normal(2, seed=3)) if bias else (x, w, None)
+    out = F.linear(*args, activation=act)
+    pre = x.numpy() @ w.numpy().T + (args[2].numpy() if bias else 0)
+    np.testing.assert_allclose(out.numpy(), np.maximum(pre, 0) if act == "relu" else np.tanh(pre), rtol=1e-12)
+    if bias:
+        assert mg.gradcheck(lambda a, b, c: F.linear(a, b, c, activation=act), *args)
+    else:
+        assert mg.gradcheck(lambda a, b: F.linear(a, b, activation=act), x, w)
+
+
 def test_linear_gradient_only_for_weight():
     x = mg.tensor(rng(1).standard_normal((4, 3)))
     assert mg.gradcheck(lambda w, b: F.linear(x, w, b), normal(2, 3), normal(2, seed=1))

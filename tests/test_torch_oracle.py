@@ -211,6 +211,24 @@ def test_linear_with_copied_weights(torch, xshape, bias):
         assert m.bias is None and [p for p in m.parameters()] == [m.weight]
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_linear_with_activation_against_linear_then_activation(torch, act):
+    m = mg.nn.Linear(4, 3, dtype=np.float64, activation=act)
+    t = torch.nn.Linear(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        t.weight.copy_(torch.tensor(m.weight.numpy()))
+        t.bias.copy_(torch.tensor(m.bias.numpy()))
+    mx, tx = pair(torch, rng(1).standard_normal((6, 4)))
+    mo, to = m(mx), getattr(torch, act)(t(tx))
+    close(mo, to)
+    w = rng(2).standard_normal(mo.shape)
+    mo.backward(w)
+    to.backward(torch.tensor(w))
+    close(mx.grad, tx.grad)
+    close(m.weight.grad, t.weight.grad)
+    close(m.bias.grad, t.bias.grad)
+
+
 # --------------------------------------------------------------------------- BatchNorm1d
 
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5)], ids=str)

@@ -148,13 +148,22 @@ def _normalized_shape(shape, where):
     return tuple(int(d) for d in dims)
 
 
-def linear(x, weight, bias=None):
-    """``x @ weight.T + bias`` as one node (weight is (out_features, in_features))."""
+def linear(x, weight, bias=None, activation=None):
+    """``activation(x @ weight.T + bias)`` as one node (weight is (out_features, in_features)).
+
+    ``activation`` is None (PyTorch's ``F.linear``), "relu" or "tanh": the same
+    numbers as ``F.linear`` followed by ``relu()`` / ``tanh()``, in one node that
+    adds the bias and applies the activation in place (one fused kernel on CuPy).
+    """
     x = _t(x)
     for name, t in (("weight", weight), ("bias", bias)):
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
             raise DTypeError(f"linear: {name} must be a Tensor, got {type(t).__name__}")
+    if activation not in (None, "relu", "tanh"):
+        raise ArgumentError(f"linear: activation must be None, 'relu' or 'tanh', got {activation!r}; "
+                            "apply other activations after the layer")
+    kw = {} if activation is None else {"activation": activation}
     if bias is None:
-        return ops.Linear.apply(x, weight)
-    return ops.Linear.apply(x, weight, bias)
+        return ops.Linear.apply(x, weight, **kw)
+    return ops.Linear.apply(x, weight, bias, **kw)
 

@@ -37,25 +37,31 @@ class Linear(Module):
     """y = x Wᵀ + b with W of shape (out_features, in_features), initialised as PyTorch does.
 
     PyTorch's default (kaiming_uniform with a=√5) draws W and b from U(-1/√in, 1/√in).
+    ``activation="relu"`` or ``"tanh"`` applies it in the same node (``F.linear``):
+    the numbers of ``Linear`` then ``ReLU``/``Tanh``, in fewer passes over memory.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
+    def __init__(self, in_features, out_features, bias=True, dtype=None, device=None, activation=None):
         super().__init__()
         for name, n in (("in_features", in_features), ("out_features", out_features)):
             checks.integer(n, "Linear", name)
         if in_features <= 0 or out_features <= 0:
             raise ShapeError(f"Linear: features must be positive, got in={in_features}, out={out_features}")
-        self.in_features, self.out_features = in_features, out_features
+        if activation not in (None, "relu", "tanh"):
+            raise ArgumentError(f"Linear: activation must be None, 'relu' or 'tanh', got {activation!r}; "
+                                "add other activations as their own layer")
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
         bound = 1.0 / math.sqrt(in_features)
         self.weight = _uniform((out_features, in_features), bound, dtype, device)
         self.bias = _uniform((out_features,), bound, dtype, device) if bias else None
 
     def forward(self, x):
         _check_device(self, x)
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias, self.activation)
 
     def extra_repr(self):
-        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}{act}"
 
 
 class ReLU(Module):

@@ -1,0 +1,332 @@
+"""Fused elementwise kernels: one pass over memory on CuPy where NumPy takes several.
+
+Each function here is the one implementation of a hot elementwise chain, for
+both backends. On NumPy it is the plain expression the ops always used (the
+CPU path is unchanged, bit for bit). On CuPy it is one ``ElementwiseKernel``
+that reads each input once and writes each output once, instead of one kernel
+launch and one temporary array per NumPy operator:
+
+==========================  ==========================  ===========================
+chain                       NumPy (kernels, temporaries)  CuPy fused
+==========================  ==========================  ===========================
+ReLU backward  g·[y>0]       compare, multiply (2, 2)      1 kernel, the output
+tanh backward  g·(1-y²)      3 in place (3, 1)             1 kernel, the output
+bias + ReLU / tanh           add in place, activation (2)  1 kernel, in place
+SGD (momentum, decay)        up to 5                       1 kernel, in place
+Adam                         about 12, 4 temporaries       1 kernel, in place
+==========================  ==========================  ===========================
+
+Note [Same numbers, fused or not]
+A fused kernel computes exactly what the separate CuPy kernels compute, in the
+same order, with the same rounding: every + - × ÷ is written as a
+round-to-nearest intrinsic (``__fmul_rn`` and friends), which the compiler may
+not contract into a fused multiply-add, while each separate CuPy kernel rounds
+after its one operation. So a fused step is bit-identical to the same step with
+fusion off (``with kernels.disabled():``), which is how the GPU tests check
+them, and close to the CPU's (NumPy's ``tanh`` and ``exp`` are not CUDA's).
+
+Note [Adam's step count on the device]
+Adam's bias corrections depend on the step count t. Computed on the host, t
+would be baked into a captured CUDA graph as a constant (``minigrad.cuda_graph``
+replays the same launches, arguments included). So on CuPy the count lives in a
+one-element device array that a kernel increments, and the update kernel
+computes 1 − β₁ᵗ and 1 − β₂ᵗ itself in float64, then rounds to the parameter's
+dtype as the host formula does (PyTorch's ``capturable=True`` Adam does the same).
+
+Note [Random numbers on the device]
+A CuPy draw is a counter-based hash: element i of a draw keyed by (seed,
+counter) is SplitMix64's finaliser applied to the key plus (i+1)·γ, so a draw
+needs no generator state on the device, only its key. The key is read partly
+from a two-element device array ``state`` (a seed delta and a counter offset)
+that is zero outside a captured graph; a captured graph's replay sets it before
+launch, so each replay draws what the same eager step would have drawn
+(``minigrad.capture``). On NumPy, draws are NumPy's ``default_rng`` as before.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import cublas
+from .backend import xp_of
+
+_local = threading.local()
+
+
+def enabled() -> bool:
+    """True unless fusion was turned off in this thread with ``disabled()``."""
+    return getattr(_local, "enabled", True)
+
+
+@contextmanager
+def disabled():
+    """Run the separate CuPy kernels instead of the fused ones (for comparisons; NumPy is unaffected)."""
+    before = enabled()
+    _local.enabled = False
+    try:
+        yield
+    finally:
+        _local.enabled = before
+
+
+_PREAMBLE = r"""
+#ifndef NAN
+#define NAN __int_as_float(0x7fffffff)
+#endif
+__device__ inline float mg_add(float a, float b) { return __fadd_rn(a, b); }
+__device__ inline double mg_add(double a, double b) { return __dadd_rn(a, b); }
+__device__ inline float mg_sub(float a, float b) { return __fsub_rn(a, b); }
+__device__ inline double mg_sub(double a, double b) { return __dsub_rn(a, b); }
+__device__ inline float mg_mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mg_mul(double a, double b) { return __dmul_rn(a, b); }
+__device__ inline float mg_div(float a, float b) { return __fdiv_rn(a, b); }
+__device__ inline double mg_div(double a, double b) { return __ddiv_rn(a, b); }
+__device__ inline unsigned long long mg_mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+"""
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_cache: dict = {}
+
+
+def _kernel(name, in_params, out_params, body):
+    """The named ElementwiseKernel, built once (CuPy compiles it on first use, per device)."""
+    k = _cache.get(name)
+    if k is None:
+        import cupy  # noqa: PLC0415 - only reached with CuPy arrays
+        k = _cache[name] = cupy.ElementwiseKernel(in_params, out_params, body, "minigrad_" + name,
+                                                  preamble=_PREAMBLE)
+    return k
+
+
+def _fuse(*arrays) -> bool:
+    """Use a fused kernel: CuPy arrays of one float32/float64 dtype, fusion on."""
+    return (xp_of(arrays[0]) is not np and enabled() and arrays[0].dtype in _FLOATS
+            and all(a.dtype == arrays[0].dtype for a in arrays))
+
+
+# --------------------------------------------------------------------------- matrix products
+
+
+def matmul(a, b):
+    """``a @ b``; on CuPy, products of a 2-D (or N-d, flattened) ``a`` and a 2-D ``b`` go through
+    minigrad's own cuBLAS handle (``minigrad.cublas``), which a CUDA graph can capture."""
+    if xp_of(a) is np or b.ndim != 2 or a.ndim < 2:
+        return a @ b
+    a2 = a.reshape(-1, a.shape[-1]) if a.ndim > 2 else a
+    if not cublas.supported(a2, b):
+        return a @ b
+    out = cublas.matmul(a2, b)
+    return out.reshape(a.shape[:-1] + (b.shape[1],)) if a.ndim > 2 else out
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def relu_backward(g, y):
+    """``g · [y > 0]``: the gradient through ReLU from its saved output ``y``."""
+    if _fuse(g, y):
+        return _kernel("relu_backward", "T g, T y", "T out",
+                       "out = mg_mul(g, y > (T)0 ? (T)1 : (T)0);")(g, y)
+    return g * (y > 0)
+
+
+def tanh_backward(g, y):
+    """``g · (1 − y²)``: the gradient through tanh from its saved output ``y``."""
+    if _fuse(g, y):
+        return _kernel("tanh_backward", "T g, T y", "T out",
+                       "out = mg_mul(mg_sub((T)1, mg_mul(y, y)), g);")(g, y)
+    xp = xp_of(y)
+    d = xp.multiply(y, y, out=xp.empty_like(y))   # one temporary, reused in place: g * (1 - y²)
+    xp.subtract(1, d, out=d)
+    d *= g
+    return d
+
+
+ACTIVATIONS = ("relu", "tanh")
+
+
+def bias_act_(y, b, act):
+    """``y ← act(y + b)`` in place (``b`` may be None; ``act`` None, "relu" or "tanh"); returns y.
+
+    ``y`` is a fresh matmul output that nothing else holds, so it is overwritten.
+    A bias of another dtype follows NumPy's promotion (a new array), as Linear always did.
+    """
+    xp = xp_of(y)
+    if b is not None and act is not None and _fuse(y, b):
+        body = ("T t = mg_add(y, b); y = isnan(t) ? (T)NAN : max(t, (T)0);" if act == "relu"
+                else "y = tanh(mg_add(y, b));")
+        _kernel("bias_" + act, "T b", "T y", body)(b, y)
+        return y
+    if b is not None:
+        if b.dtype == y.dtype:
+            y += b
+        else:
+            y = y + b
+    if act == "relu":
+        y = xp.maximum(y, 0, out=y if y.dtype.kind == "f" else None)
+    elif act == "tanh":
+        y = xp.tanh(y, out=y if y.dtype.kind == "f" else None)
+    return y
+
+
+def act_backward(g, y, act):
+    """The gradient through ``act`` (None, "relu", "tanh") from its output ``y``."""
+    if act == "relu":
+        return relu_backward(g, y)
+    if act == "tanh":
+        return tanh_backward(g, y)
+    return g
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def sgd_(p, g, buf, lr, momentum, weight_decay):
+    """One SGD update of array ``p`` in place (PyTorch's formulas; ``buf`` the momentum buffer or None).
+
+    g ← g + weight_decay·p; buf ← momentum·buf + g; p ← p − lr·buf (or −lr·g without momentum).
+    """
+    if _fuse(p, g, *(() if buf is None else (buf,))):
+        wd = 1 if weight_decay else 0
+        if buf is None:
+            _kernel("sgd", "T g, T lr, T wd, int32 has_wd", "T p",
+                    "T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; p = mg_sub(p, mg_mul(lr, d));")(
+                g, lr, weight_decay, wd, p)
+        else:
+            _kernel("sgd_momentum", "T g, T lr, T mom, T wd, int32 has_wd", "T p, T buf",
+                    "T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; buf = mg_add(mg_mul(buf, mom), d); "
+                    "p = mg_sub(p, mg_mul(lr, buf));")(g, lr, momentum, weight_decay, wd, p, buf)
+        return
+    if weight_decay:
+        g = g + weight_decay * p
+    if buf is not None:
+        buf *= momentum
+        buf += g
+        g = buf
+    if g.dtype == p.dtype:
+        p -= lr * g
+    else:
+        p -= (lr * g).astype(p.dtype)
+
+
+_ADAM = """
+T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g;
+m = mg_add(mg_mul(m, b1f), mg_mul(omb1, d));
+v = mg_add(mg_mul(v, b2f), mg_mul(omb2, mg_mul(d, d)));
+double t = (double)step[0];
+double bias1 = 1.0 - pow(b1, t);
+double bias2 = 1.0 - pow(b2, t);
+T step_size = (T)(lr / bias1);
+T denom = mg_add(mg_div(sqrt(v), (T)sqrt(bias2)), eps);
+p = mg_sub(p, mg_mul(step_size, mg_div(m, denom)));
+"""
+
+
+def adam_(p, g, m, v, step, lr, betas, eps, weight_decay):
+    """One Adam update of array ``p`` in place, as PyTorch's single-tensor Adam computes it.
+
+    ``step`` is the step count after this step: a Python int on NumPy, a one-element
+    int64 device array on CuPy (Note [Adam's step count on the device]).
+    """
+    b1, b2 = betas
+    if xp_of(p) is np:
+        if weight_decay:
+            g = g + weight_decay * p
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        bias1 = 1 - b1 ** step
+        bias2 = 1 - b2 ** step
+        step_size = lr / bias1
+        denom = np.sqrt(v) / math.sqrt(bias2) + eps
+        p -= (step_size * (m / denom)).astype(p.dtype, copy=False)
+        return
+    if _fuse(p, g, m, v):
+        dt = p.dtype.type
+        _kernel("adam", "T g, raw int64 step, float64 lr, float64 b1, float64 b2, T b1f, T omb1, T b2f, "
+                        "T omb2, T eps, T wd, int32 has_wd", "T p, T m, T v", _ADAM)(
+            g, step, float(lr), float(b1), float(b2), dt(b1), dt(1 - b1), dt(b2), dt(1 - b2), dt(eps),
+            dt(weight_decay), 1 if weight_decay else 0, p, m, v)
+        return
+    # The same formula as separate CuPy kernels, t-dependent factors from the device count.
+    xp = xp_of(p)
+    if weight_decay:
+        g = g + weight_decay * p
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    bias1 = 1 - b1 ** step
+    bias2 = 1 - b2 ** step
+    step_size = (lr / bias1).astype(p.dtype)
+    denom = xp.sqrt(v) / xp.sqrt(bias2).astype(p.dtype) + p.dtype.type(eps)
+    p -= (step_size * (m / denom)).astype(p.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- random numbers
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's finaliser on the host (the same function as the kernels' ``mg_mix64``)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def as_int64(z: int) -> int:
+    """A 64-bit pattern as the signed integer that holds it (for int64 kernel arguments)."""
+    z &= _MASK64
+    return z - (1 << 64) if z >= 1 << 63 else z
+
+
+_KEY = ("unsigned long long key = mg_mix64(((unsigned long long)seedmix ^ (unsigned long long)state[0]) ^ "
+        "mg_mix64((unsigned long long)counter + (unsigned long long)state[1])); "
+        "unsigned long long z = mg_mix64(key + (unsigned long long)(i + 1) * 0x9e3779b97f4a7c15ULL);")
+
+
+def device_uniform(xp, shape, dtype, seed, counter, state):
+    """Uniform [0, 1) floats (float32 for float32, else float64) keyed by (seed, counter) and ``state``."""
+    f32 = np.dtype(dtype) == np.float32
+    out = xp.empty(shape, np.float32 if f32 else np.float64)
+    if f32:
+        k = _kernel("uniform32", "int64 seedmix, int64 counter, raw int64 state", "float32 out",
+                    _KEY + "out = (float)(z >> 40) * (1.0f / 16777216.0f);")
+    else:
+        k = _kernel("uniform64", "int64 seedmix, int64 counter, raw int64 state", "float64 out",
+                    _KEY + "out = (double)(z >> 11) * (1.0 / 9007199254740992.0);")
+    k(as_int64(mix64(seed)), as_int64(counter), state, out)
+    return out
+
+
+_NORMAL = _KEY + """
+double u1 = (double)((z >> 11) + 1) * (1.0 / 9007199254740992.0);
+double u2 = (double)(mg_mix64(z ^ 0x5851f42d4c957f2dULL) >> 11) * (1.0 / 9007199254740992.0);
+double r = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+"""
+
+
+def device_normal(xp, shape, dtype, seed, counter, state):
+    """Standard normal floats (float32 for float32, else float64) by Box–Muller from two hashed uniforms."""
+    f32 = np.dtype(dtype) == np.float32
+    out = xp.empty(shape, np.float32 if f32 else np.float64)
+    name, kind, ctype = ("normal32", "float32", "float") if f32 else ("normal64", "float64", "double")
+    _kernel(name, "int64 seedmix, int64 counter, raw int64 state", f"{kind} out", _NORMAL + f"out = ({ctype})r;")(
+        as_int64(mix64(seed)), as_int64(counter), state, out)
+    return out
+
+
+def set_state(state, seed_delta: int, counter_offset: int):
+    """Write (seed delta, counter offset) into a two-element int64 device array, without a host copy."""
+    _kernel("set_state", "int64 a, int64 b", "raw int64 s", "if (i == 0) { s[0] = a; s[1] = b; }")(
+        as_int64(seed_delta), as_int64(counter_offset), state, size=1)
