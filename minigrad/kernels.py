@@ -105,6 +105,72 @@ def _kernel(name, in_params, out_params, body):
     return k
 
 
+# Note [Four floats at a time]
+# An ElementwiseKernel moves one element per thread per loop turn and indexes
+# broadcast operands with a division; on a large float32 array it reaches about
+# half the memory bandwidth a 16-byte load per thread reaches (measured on an
+# H200: ReLU backward 0.104 ms against PyTorch's 0.062 ms on 4096 x 4096).
+# So the chains the training step runs on large arrays also exist as raw
+# kernels that load and store float4: the same body, applied to each of the
+# four components, for float32 arrays that are contiguous, 16-byte aligned and
+# a multiple of 4 long (a bias: its length a multiple of 4). Same arithmetic,
+# same bits; anything else takes the ElementwiseKernel.
+
+_vcache: dict = {}
+
+
+def _vector_kernel(name, params, body):
+    """A RawKernel applying ``body`` to four float32 elements per thread; ``params`` are (kind, name) pairs
+    with kind "in", "inout", "out", "bias" (indexed by column) or a scalar C type."""
+    k = _vcache.get(name)
+    if k is None:
+        import cupy  # noqa: PLC0415
+        decl, load, store = [], [], []
+        for kind, var in params:
+            if kind in ("in", "bias"):
+                decl.append(f"const float* __restrict__ {var}_")
+                idx = "i % cols4" if kind == "bias" else "i"
+                load.append(f"const float4 v_{var} = reinterpret_cast<const float4*>({var}_)[{idx}];")
+            elif kind in ("inout", "out"):
+                decl.append(f"float* __restrict__ {var}_")
+                load.append(f"float4 v_{var}" + (f" = reinterpret_cast<const float4*>({var}_)[i];" if kind == "inout"
+                                                   else ";"))
+                store.append(f"reinterpret_cast<float4*>({var}_)[i] = v_{var};")
+            else:
+                decl.append(f"{kind} {var}")
+        comps = []
+        for c in "xyzw":
+            names = [(kind, var) for kind, var in params if kind in ("in", "bias", "inout", "out")]
+            get = " ".join(f"T {var} = v_{var}.{c};" if kind != "out" else f"T {var};" for kind, var in names)
+            put = " ".join(f"v_{var}.{c} = {var};" for kind, var in names if kind in ("inout", "out"))
+            comps.append(f"{{ {get} {body} {put} }}")
+        src = ("typedef float T;\n" + _PREAMBLE +
+               f'extern "C" __global__ void minigrad_v_{name}({", ".join(decl)}, long long n4, long long cols4) {{\n'
+               "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n4;\n"
+               "       i += (long long)blockDim.x * gridDim.x) {\n    "
+               + "\n    ".join(load) + "\n    " + "\n    ".join(comps) + "\n    " + "\n    ".join(store)
+               + "\n  }\n}\n")
+        k = _vcache[name] = cupy.RawKernel(src, f"minigrad_v_{name}")
+    return k
+
+
+def _vectorisable(*arrays, bias=None) -> bool:
+    """float32, C-contiguous, one size that is a multiple of 4, 16-byte aligned (Note [Four floats at a time])."""
+    n = arrays[0].size
+    for a in arrays + ((bias,) if bias is not None else ()):
+        if a.dtype != np.float32 or not a.flags.c_contiguous or a.data.ptr % 16:
+            return False
+    if any(a.size != n for a in arrays) or n % 4 or n == 0:
+        return False
+    return bias is None or (bias.ndim == 1 and bias.size % 4 == 0 and arrays[0].shape[-1] == bias.size)
+
+
+def _launch_vector(kernel, n, cols, args):
+    n4 = n // 4
+    blocks = min((n4 + 255) // 256, 8192)
+    kernel((blocks,), (256,), tuple(args) + (np.int64(n4), np.int64(max(cols // 4, 1))))
+
+
 def _fuse(*arrays) -> bool:
     """Use a fused kernel: CuPy arrays of one float32/float64 dtype, fusion on."""
     return (xp_of(arrays[0]) is not np and enabled() and arrays[0].dtype in _FLOATS
@@ -126,22 +192,47 @@ def matmul(a, b):
     return out.reshape(a.shape[:-1] + (b.shape[1],)) if a.ndim > 2 else out
 
 
+_ones: dict = {}
+
+
+def column_sums(g2):
+    """``g2.sum(axis=0)`` of a 2-D array (a bias gradient). On CuPy, a 1 x N by N x C product through
+    cuBLAS: one coalesced pass (0.137 ms for CuPy's axis-0 reduction of 4096 x 4096 on an H200, 0.043 ms
+    for PyTorch's); sums in another order than NumPy's, as any GPU reduction does."""
+    if xp_of(g2) is np or g2.ndim != 2 or not cublas.supported(g2.T[:1], g2):
+        return g2.sum(axis=0)
+    import cupy  # noqa: PLC0415
+    key = (cupy.cuda.Device().id, g2.shape[0], g2.dtype)
+    ones = _ones.get(key)
+    if ones is None:
+        ones = _ones[key] = cupy.ones((1, g2.shape[0]), g2.dtype)
+    return cublas.matmul(ones, g2).reshape(g2.shape[1])
+
+
 # --------------------------------------------------------------------------- activations
+
+
+def _unary_backward(name, body, g, y):
+    """``out = body(g, y)`` elementwise: the float4 kernel where it applies, else an ElementwiseKernel."""
+    if g.shape == y.shape and _vectorisable(g, y):
+        out = xp_of(y).empty_like(y)
+        _launch_vector(_vector_kernel(name, (("in", "g"), ("in", "y"), ("out", "out")), body), y.size, 4,
+                       (g, y, out))
+        return out
+    return _kernel(name, "T g, T y", "T out", body)(g, y)
 
 
 def relu_backward(g, y):
     """``g · [y > 0]``: the gradient through ReLU from its saved output ``y``."""
     if _fuse(g, y):
-        return _kernel("relu_backward", "T g, T y", "T out",
-                       "out = mg_mul(g, y > (T)0 ? (T)1 : (T)0);")(g, y)
+        return _unary_backward("relu_backward", "out = mg_mul(g, y > (T)0 ? (T)1 : (T)0);", g, y)
     return g * (y > 0)
 
 
 def tanh_backward(g, y):
     """``g · (1 − y²)``: the gradient through tanh from its saved output ``y``."""
     if _fuse(g, y):
-        return _kernel("tanh_backward", "T g, T y", "T out",
-                       "out = mg_mul(mg_sub((T)1, mg_mul(y, y)), g);")(g, y)
+        return _unary_backward("tanh_backward", "out = mg_mul(mg_sub((T)1, mg_mul(y, y)), g);", g, y)
     xp = xp_of(y)
     d = xp.multiply(y, y, out=xp.empty_like(y))   # one temporary, reused in place: g * (1 - y²)
     xp.subtract(1, d, out=d)
@@ -162,7 +253,11 @@ def bias_act_(y, b, act):
     if b is not None and act is not None and _fuse(y, b):
         body = ("T t = mg_add(y, b); y = isnan(t) ? (T)NAN : max(t, (T)0);" if act == "relu"
                 else "y = tanh(mg_add(y, b));")
-        _kernel("bias_" + act, "T b", "T y", body)(b, y)
+        if _vectorisable(y, bias=b):
+            _launch_vector(_vector_kernel("bias_" + act, (("bias", "b"), ("inout", "y")), body), y.size, b.size,
+                           (b, y))
+        else:
+            _kernel("bias_" + act, "T b", "T y", body)(b, y)
         return y
     if b is not None:
         if b.dtype == y.dtype:
@@ -195,14 +290,26 @@ def sgd_(p, g, buf, lr, momentum, weight_decay):
     """
     if _fuse(p, g, *(() if buf is None else (buf,))):
         wd = 1 if weight_decay else 0
+        t = p.dtype.type
         if buf is None:
-            _kernel("sgd", "T g, T lr, T wd, int32 has_wd", "T p",
-                    "T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; p = mg_sub(p, mg_mul(lr, d));")(
-                g, lr, weight_decay, wd, p)
+            body = "T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; p = mg_sub(p, mg_mul(lr, d));"
+            if g.shape == p.shape and _vectorisable(g, p):
+                _launch_vector(_vector_kernel("sgd", (("in", "g"), ("float", "lr"), ("float", "wd"), ("int", "has_wd"),
+                                                      ("inout", "p")), body), p.size, 4,
+                               (g, t(lr), t(weight_decay), np.int32(wd), p))
+            else:
+                _kernel("sgd", "T g, T lr, T wd, int32 has_wd", "T p", body)(g, lr, weight_decay, wd, p)
         else:
-            _kernel("sgd_momentum", "T g, T lr, T mom, T wd, int32 has_wd", "T p, T buf",
-                    "T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; buf = mg_add(mg_mul(buf, mom), d); "
-                    "p = mg_sub(p, mg_mul(lr, buf));")(g, lr, momentum, weight_decay, wd, p, buf)
+            body = ("T d = has_wd ? mg_add(g, mg_mul(wd, p)) : g; buf = mg_add(mg_mul(buf, mom), d); "
+                    "p = mg_sub(p, mg_mul(lr, buf));")
+            if g.shape == p.shape and _vectorisable(g, p, buf):
+                _launch_vector(_vector_kernel("sgd_momentum", (("in", "g"), ("float", "lr"), ("float", "mom"),
+                                                               ("float", "wd"), ("int", "has_wd"), ("inout", "p"),
+                                                               ("inout", "buf")), body), p.size, 4,
+                               (g, t(lr), t(momentum), t(weight_decay), np.int32(wd), p, buf))
+            else:
+                _kernel("sgd_momentum", "T g, T lr, T mom, T wd, int32 has_wd", "T p, T buf", body)(
+                    g, lr, momentum, weight_decay, wd, p, buf)
         return
     if weight_decay:
         g = g + weight_decay * p

@@ -322,7 +322,7 @@ class Linear(Function):
             if nw:
                 gw = kernels.matmul(g2.T, x.reshape(-1, x.shape[-1]))
             if self.has_bias and self.needs_input_grad[2]:
-                gb = g2.sum(axis=0)
+                gb = kernels.column_sums(g2)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
     def flops(self, inputs, out):
