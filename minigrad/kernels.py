@@ -92,6 +92,7 @@ __device__ inline unsigned long long mg_mix64(unsigned long long z) {
 """
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NDARRAY = np.ndarray     # type(x) is _NDARRAY: the NumPy path, decided before anything else
 _cache: dict = {}
 
 
@@ -183,7 +184,7 @@ def _fuse(*arrays) -> bool:
 def matmul(a, b):
     """``a @ b``; on CuPy, products of a 2-D (or N-d, flattened) ``a`` and a 2-D ``b`` go through
     minigrad's own cuBLAS handle (``minigrad.cublas``), which a CUDA graph can capture."""
-    if xp_of(a) is np or b.ndim != 2 or a.ndim < 2:
+    if type(a) is _NDARRAY or b.ndim != 2 or a.ndim < 2 or xp_of(a) is np:
         return a @ b
     a2 = a.reshape(-1, a.shape[-1]) if a.ndim > 2 else a
     if not cublas.supported(a2, b):
@@ -199,7 +200,7 @@ def column_sums(g2):
     """``g2.sum(axis=0)`` of a 2-D array (a bias gradient). On CuPy, a 1 x N by N x C product through
     cuBLAS: one coalesced pass (0.137 ms for CuPy's axis-0 reduction of 4096 x 4096 on an H200, 0.043 ms
     for PyTorch's); sums in another order than NumPy's, as any GPU reduction does."""
-    if xp_of(g2) is np or g2.ndim != 2 or not cublas.supported(g2.T[:1], g2):
+    if type(g2) is _NDARRAY or xp_of(g2) is np or g2.ndim != 2 or not cublas.supported(g2.T[:1], g2):
         return g2.sum(axis=0)
     import cupy  # noqa: PLC0415
     key = (cupy.cuda.Device().id, g2.shape[0], g2.dtype)
@@ -224,14 +225,14 @@ def _unary_backward(name, body, g, y):
 
 def relu_backward(g, y):
     """``g · [y > 0]``: the gradient through ReLU from its saved output ``y``."""
-    if _fuse(g, y):
+    if type(g) is not _NDARRAY and _fuse(g, y):
         return _unary_backward("relu_backward", "out = mg_mul(g, y > (T)0 ? (T)1 : (T)0);", g, y)
     return g * (y > 0)
 
 
 def tanh_backward(g, y):
     """``g · (1 − y²)``: the gradient through tanh from its saved output ``y``."""
-    if _fuse(g, y):
+    if type(g) is not _NDARRAY and _fuse(g, y):
         return _unary_backward("tanh_backward", "out = mg_mul(mg_sub((T)1, mg_mul(y, y)), g);", g, y)
     xp = xp_of(y)
     d = xp.multiply(y, y, out=xp.empty_like(y))   # one temporary, reused in place: g * (1 - y²)
@@ -249,8 +250,11 @@ def bias_act_(y, b, act):
     ``y`` is a fresh matmul output that nothing else holds, so it is overwritten.
     A bias of another dtype follows NumPy's promotion (a new array), as Linear always did.
     """
-    xp = xp_of(y)
-    if b is not None and act is not None and _fuse(y, b):
+    if type(y) is _NDARRAY:
+        xp = np
+    else:
+        xp = xp_of(y)
+    if xp is not np and b is not None and act is not None and _fuse(y, b):
         body = ("T t = mg_add(y, b); y = isnan(t) ? (T)NAN : max(t, (T)0);" if act == "relu"
                 else "y = tanh(mg_add(y, b));")
         if _vectorisable(y, bias=b):
@@ -288,7 +292,7 @@ def sgd_(p, g, buf, lr, momentum, weight_decay):
 
     g ← g + weight_decay·p; buf ← momentum·buf + g; p ← p − lr·buf (or −lr·g without momentum).
     """
-    if _fuse(p, g, *(() if buf is None else (buf,))):
+    if type(p) is not _NDARRAY and _fuse(p, g, *(() if buf is None else (buf,))):
         wd = 1 if weight_decay else 0
         t = p.dtype.type
         if buf is None:

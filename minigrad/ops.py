@@ -289,7 +289,7 @@ class Linear(Function):
         if b is not None and b.shape != (w.shape[0],):
             raise ShapeError(f"linear: bias of shape {b.shape} does not fit the weight of shape {w.shape}; "
                              f"it needs shape ({w.shape[0]},), one value per output feature")
-        if activation not in (None,) + kernels.ACTIVATIONS:
+        if activation is not None and activation not in kernels.ACTIVATIONS:
             raise ArgumentError(f"linear: activation must be None, 'relu' or 'tanh', got {activation!r}")
         y = kernels.bias_act_(kernels.matmul(x, w.T), b, activation)
         self.activation = activation
