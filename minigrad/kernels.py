@@ -347,27 +347,13 @@ def adam_(p, g, m, v, step, lr, betas, eps, weight_decay):
     int64 device array on CuPy (Note [Adam's step count on the device]).
     """
     b1, b2 = betas
-    if xp_of(p) is np:
-        if weight_decay:
-            g = g + weight_decay * p
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        bias1 = 1 - b1 ** step
-        bias2 = 1 - b2 ** step
-        step_size = lr / bias1
-        denom = np.sqrt(v) / math.sqrt(bias2) + eps
-        p -= (step_size * (m / denom)).astype(p.dtype, copy=False)
-        return
-    if _fuse(p, g, m, v):
+    if type(p) is not _NDARRAY and _fuse(p, g, m, v):
         dt = p.dtype.type
         _kernel("adam", "T g, raw int64 step, float64 lr, float64 b1, float64 b2, T b1f, T omb1, T b2f, "
                         "T omb2, T eps, T wd, int32 has_wd", "T p, T m, T v", _ADAM)(
             g, step, float(lr), float(b1), float(b2), dt(b1), dt(1 - b1), dt(b2), dt(1 - b2), dt(eps),
             dt(weight_decay), 1 if weight_decay else 0, p, m, v)
         return
-    # The same formula as separate CuPy kernels, t-dependent factors from the device count.
     xp = xp_of(p)
     if weight_decay:
         g = g + weight_decay * p
@@ -377,8 +363,12 @@ def adam_(p, g, m, v, step, lr, betas, eps, weight_decay):
     v += (1 - b2) * (g * g)
     bias1 = 1 - b1 ** step
     bias2 = 1 - b2 ** step
-    step_size = (lr / bias1).astype(p.dtype)
-    denom = xp.sqrt(v) / xp.sqrt(bias2).astype(p.dtype) + p.dtype.type(eps)
+    if xp is np:
+        step_size = lr / bias1
+        denom = np.sqrt(v) / math.sqrt(bias2) + eps
+    else:   # the t-dependent factors from the device count, rounded to p's dtype as Python floats would be
+        step_size = (lr / bias1).astype(p.dtype)
+        denom = xp.sqrt(v) / xp.sqrt(bias2).astype(p.dtype) + p.dtype.type(eps)
     p -= (step_size * (m / denom)).astype(p.dtype, copy=False)
 
 

@@ -400,40 +400,32 @@ def test_each_replay_draws_fresh_dropout_masks():
     assert np.array_equal(run(x).numpy() != 0, eager[0])
 
 
-def _simple_step():
+def _simple_step(host_copy=False):
+    """A small model's training step; with ``host_copy`` it returns ``loss.item()``, which waits for the GPU."""
     mg.manual_seed(0)
     model = mg.nn.Sequential(mg.nn.Linear(2, 16, device="cuda", activation="tanh"), mg.nn.Linear(16, 3, device="cuda"))
     opt = mg.optim.SGD(model.parameters(), lr=0.1)
-    return model, opt
-
-
-def test_a_step_that_copies_to_the_host_is_refused_clearly_and_the_device_still_works():
-    model, opt = _simple_step()
 
     def step(x, y):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return loss.item()
-    run = mg.cuda_graph(step)
+        return loss.item() if host_copy else loss
+    return step
+
+
+def test_a_step_that_copies_to_the_host_is_refused_clearly_and_the_device_still_works():
+    run = mg.cuda_graph(_simple_step(host_copy=True))
     (x, y), = _batches(1)
     run(x, y)                                   # eager: fine
-    with pytest.raises(mg.CaptureError, match=r"host.*test_gpu.py:\d+ in step"):
+    with pytest.raises(mg.CaptureError, match=r"host.*test_gpu.py:\d+ in step\(\) \(return loss.item"):
         run(x, y)
     assert float((mg.ones(3, device="cuda") * 2).sum().item()) == 6.0
 
 
 def test_a_captured_step_refuses_other_shapes_python_outputs_and_offloading():
-    model, opt = _simple_step()
-
-    def step(x, y):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-    run = mg.cuda_graph(step)
+    run = mg.cuda_graph(_simple_step())
     (x, y), = _batches(1)
     run(x, y)
     run(x, y)
