@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a session on a CUDA machine checks, in one go: the GPU tests, the train command eager and
-# captured, then benchmarks/gpu.py. Logs go to $OUT (or ./gpu-logs); the end of the output is the summary.
+# captured, notebook 8's GPU cells, then benchmarks/gpu.py. Logs go to $OUT (or ./gpu-logs); the end of the output is the summary.
 #   bash benchmarks/gpu_check.sh            (from the repository root; CuPy, a CUDA device, PyTorch optional)
 set -uo pipefail
 OUT=${OUT:-gpu-logs}
@@ -16,5 +16,7 @@ echo "== train on cuda, eager then --graph"
 for extra in "" "--graph"; do
   python3 -m minigrad train --device cuda --quiet $extra 2>&1 | head -n 1
 done
+echo "== notebook 8 as a script (its GPU cells)"
+python3 benchmarks/notebook_as_script.py notebooks/08-on-the-gpu.ipynb 2>&1 | tee "$OUT/notebook08.log" | grep -A3 -E "device peak|losses identical"
 echo "== python3 benchmarks/gpu.py ${GPU_BENCH_ARGS:-}"
 python3 benchmarks/gpu.py ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.log"
