@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything a session on a CUDA machine checks, in one go: the GPU tests, the train command eager and
-# captured, notebook 8's GPU cells, then benchmarks/gpu.py. Logs go to $OUT (or ./gpu-logs); the end of the output is the summary.
+# The GPU checks in one go: the GPU tests, the train command eager and captured, notebook 8's GPU cells,
+# then benchmarks/gpu.py. Logs go to the folder $OUT names (./gpu-logs by default); the output ends with
+# the summary tables.
 #   bash benchmarks/gpu_check.sh            (from the repository root; CuPy, a CUDA device, PyTorch optional)
 set -uo pipefail
 OUT=${OUT:-gpu-logs}
