@@ -103,6 +103,9 @@ def _layout(x):
     return None
 
 
+DTYPES = tuple(_TYPES)       # the dtypes these products take
+
+
 def supported(a, b) -> bool:
     """True when ``matmul(a, b)`` takes this module's path: 2-D, one float32/float64 dtype, no empty side."""
     return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in _TYPES

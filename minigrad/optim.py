@@ -87,18 +87,14 @@ class SGD(Optimizer):
     def step(self):
         """Update every parameter that has a gradient."""
         for p, g in self._gradients():
-            buf = None
-            if self.momentum:
-                st = self.state.get(id(p))
-                if st is None:   # the first step: the buffer starts as the gradient itself
-                    if self.weight_decay:
-                        g = g + self.weight_decay * p.data
-                    self.state[id(p)] = {"momentum_buffer": profiler.track(g.copy())}
-                    kernels.sgd_(p.data, self.state[id(p)]["momentum_buffer"], None, self.lr, 0.0, 0.0)
-                    self._updated(p)
-                    continue
-                buf = st["momentum_buffer"]
-            kernels.sgd_(p.data, g, buf, self.lr, self.momentum, self.weight_decay)
+            st = self.state.get(id(p)) if self.momentum else None
+            if self.momentum and st is None:   # the first step: the buffer starts as the (decayed) gradient
+                buf = profiler.track((g + self.weight_decay * p.data if self.weight_decay else g).copy())
+                self.state[id(p)] = {"momentum_buffer": buf}
+                kernels.sgd_(p.data, buf, None, self.lr, 0.0, 0.0)
+            else:
+                kernels.sgd_(p.data, g, None if st is None else st["momentum_buffer"], self.lr, self.momentum,
+                             self.weight_decay)
             self._updated(p)
 
 

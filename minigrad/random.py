@@ -55,29 +55,26 @@ class Generator:
         self.counter += 1
         return out
 
+    def _draw(self, kind, shape, dtype):
+        """``kind`` ("uniform" or "normal") samples, float32 for float32 and float64 otherwise."""
+        if self.device.type != "cpu":
+            return self._cuda_draw(kernels.device_uniform if kind == "uniform" else kernels.device_normal,
+                                   shape, dtype)
+        rng = np.random.default_rng((self.seed, self.counter))
+        self.counter += 1
+        draw = rng.random if kind == "uniform" else rng.standard_normal
+        return draw(shape, dtype=np.float32 if np.dtype(dtype) == np.float32 else np.float64)
+
     def uniform(self, shape, dtype, low=0.0, high=1.0):
         """Uniform [low, high) samples of ``dtype`` on this generator's device."""
-        f32 = np.dtype(dtype) == np.float32
-        if self.device.type == "cpu":
-            rng = np.random.default_rng((self.seed, self.counter))
-            self.counter += 1
-            out = rng.random(shape, dtype=np.float32 if f32 else np.float64)
-        else:
-            out = self._cuda_draw(kernels.device_uniform, shape, dtype)
+        out = self._draw("uniform", shape, dtype)
         if low != 0.0 or high != 1.0:
             out = out * (high - low) + low
         return out.astype(dtype, copy=False)
 
     def normal(self, shape, dtype):
         """Standard normal samples of ``dtype`` on this generator's device."""
-        f32 = np.dtype(dtype) == np.float32
-        if self.device.type == "cpu":
-            rng = np.random.default_rng((self.seed, self.counter))
-            self.counter += 1
-            out = rng.standard_normal(shape, dtype=np.float32 if f32 else np.float64)
-        else:
-            out = self._cuda_draw(kernels.device_normal, shape, dtype)
-        return out.astype(dtype, copy=False)
+        return self._draw("normal", shape, dtype).astype(dtype, copy=False)
 
 
 _generators: dict = {}

@@ -1,7 +1,7 @@
 """Stateless layer functions: ``mg.nn.functional`` (imported as ``F``)."""
 from __future__ import annotations
 
-from .. import autograd, checks, ops
+from .. import autograd, checks, kernels, ops
 from .. import random as _random
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..tensor import Tensor, tensor
@@ -159,7 +159,7 @@ def linear(x, weight, bias=None, activation=None):
     for name, t in (("weight", weight), ("bias", bias)):
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
             raise DTypeError(f"linear: {name} must be a Tensor, got {type(t).__name__}")
-    if activation not in (None, "relu", "tanh"):
+    if activation is not None and activation not in kernels.ACTIVATIONS:
         raise ArgumentError(f"linear: activation must be None, 'relu' or 'tanh', got {activation!r}; "
                             "apply other activations after the layer")
     kw = {} if activation is None else {"activation": activation}

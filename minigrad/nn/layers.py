@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .. import checks
+from .. import checks, kernels
 from .. import random as _random
 from ..backend import device as _device
 from ..errors import ArgumentError, IndexingError, ShapeError
@@ -47,7 +47,7 @@ class Linear(Module):
             checks.integer(n, "Linear", name)
         if in_features <= 0 or out_features <= 0:
             raise ShapeError(f"Linear: features must be positive, got in={in_features}, out={out_features}")
-        if activation not in (None, "relu", "tanh"):
+        if activation is not None and activation not in kernels.ACTIVATIONS:
             raise ArgumentError(f"Linear: activation must be None, 'relu' or 'tanh', got {activation!r}; "
                                 "add other activations as their own layer")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
