@@ -41,18 +41,24 @@ def mflop(x):
     return f"{x / 1e6:.2f}"
 
 
+def benchmark_budget(g):
+    """(bytes, fraction of the plain peak): the first of 60/70/80/90% of the plain step's peak where greedy fits."""
+    plain = plain_peak(g)
+    for frac in (0.6, 0.7, 0.8, 0.9):
+        budget = int(frac * plain)
+        try:
+            solve(g, budget, "greedy")
+            break
+        except ScheduleError:
+            continue
+    return budget, frac
+
+
 def sizes_table(sizes, limit):
     rows = []
     for n in sizes:
         g = synthetic(n, seed=n)
-        plain = plain_peak(g)
-        for frac in (0.6, 0.7, 0.8, 0.9):        # the first fraction of the plain peak some plan fits
-            budget = int(frac * plain)
-            try:
-                solve(g, budget, "greedy")
-                break
-            except ScheduleError:
-                continue
+        budget, frac = benchmark_budget(g)
         row = [n, f"{budget / 1e6:.2f} ({100 * frac:.0f}%)"]
         for method in ("optimal", "lp"):
             t0, c0 = time.perf_counter(), time.process_time()
