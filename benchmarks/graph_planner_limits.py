@@ -48,7 +48,7 @@ from minigrad.checkpoint.graph_models import synthetic  # noqa: E402
 
 
 def program_sizes(sizes):
-    rows = []
+    rows, saved = [], gs.DEPTH_OPS
     gs.DEPTH_OPS = 10 ** 9           # build length-2 paths at every size, as the bound needs
     try:
         for n in sizes:
@@ -61,7 +61,7 @@ def program_sizes(sizes):
             rows.append(row)
             print(f"  {n} ops built", flush=True)
     finally:
-        gs.DEPTH_OPS = 250
+        gs.DEPTH_OPS = saved
     head = ["ops", "stages"]
     for name in ("Checkmate", "paths 1", "paths 2"):
         head += [f"{name}: columns", "rows", "nonzeros", "build s"]
