@@ -68,38 +68,28 @@ def program_sizes(sizes):
     print(table(head, rows), flush=True)
 
 
-def _runs_of(p, x):
-    """Total re-runs of each node in a solution x of program p."""
+def _runs_of(res):
+    """Total re-runs of each node in a solution (``res.Rfrac``: per stage, node -> value)."""
     tot = {}
-    for R in p.R:
-        for v, c in R.items():
-            tot[v] = tot.get(v, 0.0) + x[c]
+    for R in res.Rfrac:
+        for v, x in R.items():
+            tot[v] = tot.get(v, 0.0) + x
     return tot
 
 
 def _lp_with(p, budget, cap, fix):
     """The LP of program p at ``budget`` under ``cap``, with each (node, at_least_once) of ``fix`` imposed."""
-    from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
-    from scipy.sparse import csr_array, vstack  # noqa: PLC0415
+    from scipy.sparse import csr_array  # noqa: PLC0415
 
-    hi = p.hi.copy()
-    for row, const in p.mem_rows:
-        hi[row] = (budget - const) / p.unit
-    A, lo = p.A, p.lo
-    if fix:
-        ri, ci = [], []
-        for k, (v, _) in enumerate(fix):
-            for R in p.R:
-                if v in R:
-                    ri.append(k)
-                    ci.append(R[v])
-        A = vstack([A, csr_array((np.ones(len(ri)), (ri, ci)), shape=(len(fix), A.shape[1]))])
-        lo = np.concatenate([lo, [1.0 if once else 0.0 for _, once in fix]])
-        hi = np.concatenate([hi, [np.inf if once else 0.0 for _, once in fix]])
-    ub = np.where(p.c > cap, 0.0, p.ub)
-    res = milp(p.c, constraints=LinearConstraint(A, lo, hi), bounds=Bounds(np.zeros(len(p.c)), ub),
-               options={"time_limit": 300.0})
-    return res
+    ri, ci = [], []
+    for k, (v, _) in enumerate(fix):
+        for R in p.R:
+            if v in R:
+                ri.append(k)
+                ci.append(R[v])
+    rows = csr_array((np.ones(len(ri)), (ri, ci)), shape=(len(fix), p.ncols))
+    extra = (rows, [1.0 if once else 0.0 for _, once in fix], [np.inf if once else 0.0 for _, once in fix])
+    return p.solve(budget, integral=False, time_limit=300.0, cap=cap, extra=extra if fix else None)
 
 
 def branching(n, milp_seconds):
@@ -117,7 +107,7 @@ def branching(n, milp_seconds):
     lp = min(cap, base.fun)
     print(f"LP with two-op covering paths, re-runs capped at {cap:,} FLOPs: bound {lp:,.0f} "
           f"({100 * (cap - lp) / cap:.1f}% below the plan) in {time.perf_counter() - t0:.1f} s")
-    runs = _runs_of(p, base.x)
+    runs = _runs_of(base)
     fractional = sorted(v for v, x in runs.items() if abs(x - round(x)) > 1e-4)
     print(f"ops re-run a fractional number of times in the LP: {len(fractional)} of "
           f"{sum(1 for x in runs.values() if x > 1e-4)} ops it re-runs at all")

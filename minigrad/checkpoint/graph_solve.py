@@ -266,18 +266,22 @@ class _Program:
         cols = [self.S[s][o]] if o in self.S[s] else []
         return cols + ([self.R[s][o // 2]] if o // 2 in self.R[s] else [])
 
-    def solve(self, budget, integral=True, time_limit=60.0, only=None, cap=math.inf):
+    def solve(self, budget, integral=True, time_limit=60.0, only=None, cap=math.inf, extra=None):
         """Run HiGHS; returns the scipy result with ``R`` (recompute sets) attached when a point was found.
 
         ``only``: an LP solution whose zero re-runs are fixed at zero (a small
         MILP around the relaxation, to round it). ``cap``: re-runs of an op
         costing more FLOPs than this are fixed at zero (Note [The cap]).
+        ``extra``: rows (A, lo, hi) over the program's columns, added to it.
         """
         from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415
+        from scipy.sparse import vstack  # noqa: PLC0415
 
         A, lo, hi = self.A, self.lo, self.hi.copy()
         for row, const in self.mem_rows:
             hi[row] = ((0.0 if self.min_budget else budget) - const) / self.unit
+        if extra is not None:
+            A, lo, hi = vstack([A, extra[0]]), np.concatenate([lo, extra[1]]), np.concatenate([hi, extra[2]])
         lb, ub = np.zeros(self.ncols), self.ub
         if only is not None:
             ub = np.where((self.c > 0) & (only.x <= 1e-6), 0.0, ub)
